@@ -1,0 +1,179 @@
+//! The desired dataplane state of one node: what the compiler produces and the dataplane applies.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use crate::model::{Family, Protocol};
+
+/// Everything one node must hold, per IP family.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub v4: FamilyState,
+    pub v6: FamilyState,
+}
+
+impl DesiredState {
+    pub fn family(&self, family: Family) -> &FamilyState {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+
+    pub fn family_mut(&mut self, family: Family) -> &mut FamilyState {
+        match family {
+            Family::V4 => &mut self.v4,
+            Family::V6 => &mut self.v6,
+        }
+    }
+}
+
+/// The ipsets and filter-table chains of one family. Every name carries Palisade's prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FamilyState {
+    pub ipsets: BTreeMap<String, IpSet>,
+    pub chains: BTreeMap<String, Chain>,
+}
+
+impl FamilyState {
+    pub fn rule_count(&self) -> usize {
+        self.chains.values().map(|c| c.rules.len()).sum()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.ipsets.values().map(|s| s.members.len()).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpSetKind {
+    /// `hash:ip`: pod addresses.
+    HashIp,
+    /// `hash:net`: ipBlock CIDRs, with `except` entries as `nomatch`.
+    HashNet,
+    /// `hash:ip,port`: pod address, protocol and port of a named port.
+    HashIpPort,
+}
+
+impl IpSetKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IpSetKind::HashIp => "hash:ip",
+            IpSetKind::HashNet => "hash:net",
+            IpSetKind::HashIpPort => "hash:ip,port",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpSet {
+    pub kind: IpSetKind,
+    pub family: Family,
+    /// What the set stands for, for people reading `ipset list` (stored as the set's comment
+    /// in rendered text, not in the kernel).
+    pub description: String,
+    pub members: BTreeSet<SetEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SetEntry {
+    Ip(IpAddr),
+    Net { net: IpNetwork, nomatch: bool },
+    IpPort { ip: IpAddr, protocol: Protocol, port: u16 },
+}
+
+/// The entry as `ipset` writes it in `add` lines and `ipset save` output.
+impl fmt::Display for SetEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetEntry::Ip(ip) => write!(f, "{ip}"),
+            SetEntry::Net { net, nomatch } => {
+                write!(f, "{}/{}", net.network(), net.prefix())?;
+                if *nomatch {
+                    f.write_str(" nomatch")?;
+                }
+                Ok(())
+            }
+            SetEntry::IpPort { ip, protocol, port } => write!(f, "{ip},{protocol}:{port}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chain {
+    pub rules: Vec<Rule>,
+}
+
+/// One iptables rule: all `matches` must hold for `action` to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub action: Action,
+    /// Where the rule came from, e.g. `ns/name ingress[0]`.
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CtState {
+    EstablishedOrRelated,
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Match {
+    CtState(CtState),
+    Source(IpNetwork),
+    Destination(IpNetwork),
+    /// `-m set --match-set NAME src`
+    SourceInSet(String),
+    /// `-m set --match-set NAME dst`
+    DestinationInSet(String),
+    /// `-m set --match-set NAME dst,dst`: destination address and port (with protocol).
+    DestinationPortInSet(String),
+    Protocol(Protocol),
+    /// `--dport start[:end]`; follows a `Protocol` match.
+    DestinationPorts { start: u16, end: u16 },
+    /// `-m mark --mark value/mask`
+    Mark { value: u32, mask: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    Accept,
+    Drop,
+    Return,
+    Jump(String),
+    /// `-j MARK --set-xmark value/mask`
+    SetMark { value: u32, mask: u32 },
+}
+
+impl Rule {
+    pub fn new(matches: Vec<Match>, action: Action, comment: impl Into<String>) -> Self {
+        Self {
+            matches,
+            action,
+            comment: comment.into(),
+        }
+    }
+
+    /// Chains this rule jumps to.
+    pub fn jump_target(&self) -> Option<&str> {
+        match &self.action {
+            Action::Jump(target) => Some(target),
+            _ => None,
+        }
+    }
+
+    /// Sets this rule reads.
+    pub fn referenced_sets(&self) -> impl Iterator<Item = &str> {
+        self.matches.iter().filter_map(|m| match m {
+            Match::SourceInSet(s) | Match::DestinationInSet(s) | Match::DestinationPortInSet(s) => {
+                Some(s.as_str())
+            }
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! The file source: Kubernetes manifests (YAML or JSON, one or many documents, `v1 List`s) from
+//! files or directories, converted into the model.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as networking;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::model::{convert, Namespace, Pod, Policy, Warning};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: document {document}: {message}")]
+    Parse {
+        path: PathBuf,
+        document: usize,
+        message: String,
+    },
+    #[error("{path}: document {document}: {source}")]
+    Invalid {
+        path: PathBuf,
+        document: usize,
+        source: convert::ConvertError,
+    },
+}
+
+/// Where an object came from: for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub path: PathBuf,
+    /// 1-based index of the document in the file.
+    pub document: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}", self.path.display(), self.document)
+    }
+}
+
+/// Everything read from a set of manifests.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub namespaces: Vec<Namespace>,
+    /// Pods that take part in policy (see [`convert::pod`]).
+    pub pods: Vec<Pod>,
+    pub policies: Vec<Policy>,
+    /// Non-fatal findings, each prefixed with its origin.
+    pub warnings: Vec<String>,
+}
+
+/// Reads every manifest under `paths`. Directories are read recursively, taking `*.yaml`,
+/// `*.yml` and `*.json` files in name order. The first invalid object fails the whole load.
+pub fn load(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
+    let mut files = Vec::new();
+    for path in paths {
+        collect_files(path, &mut files)?;
+    }
+    let mut manifests = Manifests::default();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        load_text(&file, &text, &mut manifests)?;
+    }
+    Ok(manifests)
+}
+
+fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
+    let io_error = |source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let metadata = std::fs::metadata(path).map_err(io_error)?;
+    if !metadata.is_dir() {
+        files.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(io_error)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            collect_files(&entry, files)?;
+        } else if matches!(
+            entry.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            files.push(entry);
+        }
+    }
+    Ok(())
+}
+
+/// Parses one file's text into `manifests`.
+pub fn load_text(path: &Path, text: &str, manifests: &mut Manifests) -> Result<(), ManifestError> {
+    for (i, document) in documents(path, text)?.into_iter().enumerate() {
+        let origin = Origin {
+            path: path.to_path_buf(),
+            document: i + 1,
+        };
+        add_object(&origin, document, manifests)?;
+    }
+    Ok(())
+}
+
+fn documents(path: &Path, text: &str) -> Result<Vec<Value>, ManifestError> {
+    let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
+    let mut out = Vec::new();
+    if is_json {
+        for (i, value) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
+            out.push(value.map_err(|e| ManifestError::Parse {
+                path: path.to_path_buf(),
+                document: i + 1,
+                message: format!("invalid JSON: {e}"),
+            })?);
+        }
+    } else {
+        for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = serde_path_to_error::deserialize::<_, Value>(document).map_err(|e| {
+                ManifestError::Parse {
+                    path: path.to_path_buf(),
+                    document: i + 1,
+                    message: format!("invalid YAML: {}", e.inner()),
+                }
+            })?;
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
+fn add_object(origin: &Origin, value: Value, manifests: &mut Manifests) -> Result<(), ManifestError> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let parse_error = |message: String| ManifestError::Parse {
+        path: origin.path.clone(),
+        document: origin.document,
+        message,
+    };
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    let describe = describe(kind, &value);
+    let mut warnings = Vec::new();
+    match (api_version, kind) {
+        (_, kind) if kind.ends_with("List") && value.get("items").is_some() => {
+            let items = match value.get("items") {
+                Some(Value::Array(items)) => items.clone(),
+                _ => return Err(parse_error(format!("{describe}: items is not a list"))),
+            };
+            for item in items {
+                add_object(origin, item, manifests)?;
+            }
+        }
+        ("v1", "Namespace") => {
+            let object: core::Namespace = typed(&value).map_err(|m| parse_error(format!("{describe}: {m}")))?;
+            manifests.namespaces.push(convert::namespace(&object, &mut warnings));
+        }
+        ("v1", "Pod") => {
+            let object: core::Pod = typed(&value).map_err(|m| parse_error(format!("{describe}: {m}")))?;
+            let pod = convert::pod(&object, &mut warnings).map_err(|source| invalid(origin, source))?;
+            manifests.pods.extend(pod);
+        }
+        ("networking.k8s.io/v1" | "extensions/v1beta1" | "networking.k8s.io/v1beta1", "NetworkPolicy") => {
+            // The beta API has the same shape as v1 for every field Palisade reads.
+            let mut value = value.clone();
+            value["apiVersion"] = Value::from("networking.k8s.io/v1");
+            let object: networking::NetworkPolicy =
+                typed(&value).map_err(|m| parse_error(format!("{describe}: {m}")))?;
+            let policy = convert::policy(&object, &mut warnings).map_err(|source| invalid(origin, source))?;
+            manifests.policies.push(policy);
+        }
+        _ => manifests.warnings.push(format!(
+            "{origin}: skipped {describe}: kind {kind:?} of apiVersion {api_version:?} is not handled"
+        )),
+    }
+    manifests
+        .warnings
+        .extend(warnings.iter().map(|w: &Warning| format!("{origin}: {w}")));
+    Ok(())
+}
+
+fn invalid(origin: &Origin, source: convert::ConvertError) -> ManifestError {
+    ManifestError::Invalid {
+        path: origin.path.clone(),
+        document: origin.document,
+        source,
+    }
+}
+
+fn describe(kind: &str, value: &Value) -> String {
+    let metadata = value.get("metadata");
+    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>");
+    match metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str) {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// Deserializes into a k8s-openapi type, naming the field that does not fit.
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        format!("{path}: {}", e.inner())
+    })
+}
+
+impl Manifests {
+    /// Builds an index of everything read.
+    pub fn into_index(self) -> crate::index::ClusterIndex {
+        let mut index = crate::index::ClusterIndex::new();
+        for namespace in self.namespaces {
+            index.upsert_namespace(namespace);
+        }
+        for pod in self.pods {
+            index.upsert_pod(pod);
+        }
+        for policy in self.policies {
+            index.upsert_policy(policy);
+        }
+        index
+    }
+}

@@ -1,0 +1,516 @@
+//! Conversion of Kubernetes objects (k8s-openapi types) into Palisade's model, with validation.
+//!
+//! Errors name the object and the field, e.g. `NetworkPolicy default/web: spec.ingress[0].ports[1].port: ...`.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as networking;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{
+    IpBlock, NamedPort, Namespace, NamespaceScope, ObjectKey, Peer, Pod, Policy, PolicyRule,
+    PortMatch, PortRule, Protocol, Selection,
+};
+use crate::selector::{LabelSelector, Labels};
+
+/// The legacy namespace annotation that isolates every pod of the namespace for ingress.
+pub const LEGACY_ISOLATION_ANNOTATION: &str = "net.beta.kubernetes.io/network-policy";
+
+/// An object Palisade cannot use, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{object}: {field}: {message}")]
+pub struct ConvertError {
+    /// `Kind namespace/name`.
+    pub object: String,
+    pub field: String,
+    pub message: String,
+}
+
+/// Something accepted but worth telling the user about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub object: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.object, self.field, self.message)
+    }
+}
+
+/// Collects warnings and builds errors for one object.
+struct Context<'a> {
+    object: String,
+    warnings: &'a mut Vec<Warning>,
+}
+
+impl Context<'_> {
+    fn error(&self, field: impl Into<String>, message: impl Into<String>) -> ConvertError {
+        ConvertError {
+            object: self.object.clone(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            object: self.object.clone(),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn object_key(meta: &meta::ObjectMeta) -> ObjectKey {
+    ObjectKey::new(
+        meta.namespace.clone().unwrap_or_else(|| "default".to_string()),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn labels(meta: &meta::ObjectMeta) -> Labels {
+    meta.labels.clone().unwrap_or_default()
+}
+
+/// Converts a Pod. `Ok(None)` means the pod takes no part in policy: it is host-networked, has
+/// no IP yet, or has finished (phase Succeeded or Failed).
+pub fn pod(pod: &core::Pod, warnings: &mut Vec<Warning>) -> Result<Option<Pod>, ConvertError> {
+    let key = object_key(&pod.metadata);
+    let ctx = Context {
+        object: format!("Pod {key}"),
+        warnings,
+    };
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.host_network).unwrap_or(false) {
+        return Ok(None);
+    }
+    let status = pod.status.as_ref();
+    if matches!(
+        status.and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    ) {
+        return Ok(None);
+    }
+    let mut ips = Vec::new();
+    if let Some(status) = status {
+        match status.pod_ips.as_deref() {
+            Some(pod_ips) if !pod_ips.is_empty() => {
+                for (i, entry) in pod_ips.iter().enumerate() {
+                    let ip = parse_ip(&entry.ip)
+                        .ok_or_else(|| ctx.error(format!("status.podIPs[{i}].ip"), format!("{:?} is not an IP address", entry.ip)))?;
+                    if !ips.contains(&ip) {
+                        ips.push(ip);
+                    }
+                }
+            }
+            _ => {
+                if let Some(ip) = status.pod_ip.as_deref().filter(|ip| !ip.is_empty()) {
+                    ips.push(parse_ip(ip).ok_or_else(|| {
+                        ctx.error("status.podIP", format!("{ip:?} is not an IP address"))
+                    })?);
+                }
+            }
+        }
+    }
+    if ips.is_empty() {
+        return Ok(None);
+    }
+    let mut named_ports = Vec::new();
+    for (c, container) in spec.map(|s| s.containers.as_slice()).unwrap_or_default().iter().enumerate() {
+        for (p, port) in container.ports.as_deref().unwrap_or_default().iter().enumerate() {
+            let Some(name) = port.name.as_ref() else { continue };
+            let field = format!("spec.containers[{c}].ports[{p}]");
+            let protocol = match port.protocol.as_deref() {
+                None => Protocol::Tcp,
+                Some(text) => parse_protocol(text)
+                    .ok_or_else(|| ctx.error(format!("{field}.protocol"), format!("unknown protocol {text:?}")))?,
+            };
+            let number = u16::try_from(port.container_port)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ctx.error(format!("{field}.containerPort"), format!("{} is not a port number (1-65535)", port.container_port)))?;
+            named_ports.push(NamedPort {
+                name: name.clone(),
+                protocol,
+                port: number,
+            });
+        }
+    }
+    Ok(Some(Pod {
+        node: spec.and_then(|s| s.node_name.clone()),
+        ips,
+        labels: labels(&pod.metadata),
+        named_ports,
+        key,
+    }))
+}
+
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.trim().parse().ok()
+}
+
+/// Converts a Namespace, reading the legacy isolation annotation.
+pub fn namespace(namespace: &core::Namespace, warnings: &mut Vec<Warning>) -> Namespace {
+    let name = namespace.metadata.name.clone().unwrap_or_default();
+    let mut ctx = Context {
+        object: format!("Namespace {name}"),
+        warnings,
+    };
+    let annotation = namespace
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LEGACY_ISOLATION_ANNOTATION));
+    let legacy_default_deny = match annotation {
+        None => false,
+        Some(value) => {
+            let isolated = is_legacy_default_deny(value);
+            if !isolated {
+                ctx.warn(
+                    format!("metadata.annotations[{LEGACY_ISOLATION_ANNOTATION}]"),
+                    format!(
+                        "{value:?} is not {{\"ingress\": {{\"isolation\": \"DefaultDeny\"}}}}; the namespace is not isolated"
+                    ),
+                );
+            }
+            isolated
+        }
+    };
+    let mut labels = labels(&namespace.metadata);
+    // Older API servers do not add it; selectors written for newer ones rely on it.
+    labels
+        .entry(super::NAMESPACE_NAME_LABEL.to_string())
+        .or_insert_with(|| name.clone());
+    Namespace {
+        labels,
+        name,
+        legacy_default_deny,
+    }
+}
+
+fn is_legacy_default_deny(value: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(value)
+        .ok()
+        .and_then(|v| {
+            v.get("ingress")?
+                .get("isolation")?
+                .as_str()
+                .map(|s| s == "DefaultDeny")
+        })
+        .unwrap_or(false)
+}
+
+/// Converts and validates a `networking.k8s.io/v1` NetworkPolicy (v1beta1 policies are read into
+/// the same type).
+pub fn policy(
+    policy: &networking::NetworkPolicy,
+    warnings: &mut Vec<Warning>,
+) -> Result<Policy, ConvertError> {
+    let key = object_key(&policy.metadata);
+    let mut ctx = Context {
+        object: format!("NetworkPolicy {key}"),
+        warnings,
+    };
+    if key.name.is_empty() {
+        return Err(ctx.error("metadata.name", "missing"));
+    }
+    let default_spec = networking::NetworkPolicySpec::default();
+    let spec = policy.spec.as_ref().unwrap_or(&default_spec);
+    let pod_selector = selector(
+        &mut ctx,
+        "spec.podSelector",
+        spec.pod_selector.as_ref(),
+    )?;
+    let ingress_rules = spec.ingress.as_deref().unwrap_or_default();
+    let egress_rules = spec.egress.as_deref().unwrap_or_default();
+    let (isolates_ingress, isolates_egress) = match spec.policy_types.as_deref() {
+        None | Some([]) => (true, !egress_rules.is_empty()),
+        Some(types) => {
+            let mut ingress = false;
+            let mut egress = false;
+            for (i, t) in types.iter().enumerate() {
+                match t.as_str() {
+                    "Ingress" => ingress = true,
+                    "Egress" => egress = true,
+                    other => {
+                        return Err(ctx.error(
+                            format!("spec.policyTypes[{i}]"),
+                            format!("unknown policy type {other:?} (expected Ingress or Egress)"),
+                        ))
+                    }
+                }
+            }
+            (ingress, egress)
+        }
+    };
+    let ingress = if isolates_ingress {
+        let mut rules = Vec::new();
+        for (i, rule) in ingress_rules.iter().enumerate() {
+            let field = format!("spec.ingress[{i}]");
+            rules.push(policy_rule(
+                &mut ctx,
+                &key.namespace,
+                &field,
+                "from",
+                rule.from.as_deref(),
+                rule.ports.as_deref(),
+            )?);
+        }
+        Some(rules)
+    } else {
+        None
+    };
+    let egress = if isolates_egress {
+        let mut rules = Vec::new();
+        for (i, rule) in egress_rules.iter().enumerate() {
+            let field = format!("spec.egress[{i}]");
+            rules.push(policy_rule(
+                &mut ctx,
+                &key.namespace,
+                &field,
+                "to",
+                rule.to.as_deref(),
+                rule.ports.as_deref(),
+            )?);
+        }
+        Some(rules)
+    } else {
+        None
+    };
+    Ok(Policy {
+        key,
+        pod_selector,
+        ingress,
+        egress,
+    })
+}
+
+fn policy_rule(
+    ctx: &mut Context<'_>,
+    namespace: &str,
+    field: &str,
+    peers_field: &str,
+    peers: Option<&[networking::NetworkPolicyPeer]>,
+    ports: Option<&[networking::NetworkPolicyPort]>,
+) -> Result<PolicyRule, ConvertError> {
+    let peers = match peers {
+        None | Some([]) => None,
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, peer_spec) in list.iter().enumerate() {
+                out.push(peer(ctx, namespace, &format!("{field}.{peers_field}[{i}]"), peer_spec)?);
+            }
+            Some(out)
+        }
+    };
+    let mut port_rules = Vec::new();
+    for (i, port_spec) in ports.unwrap_or_default().iter().enumerate() {
+        port_rules.push(port(ctx, &format!("{field}.ports[{i}]"), port_spec)?);
+    }
+    Ok(PolicyRule {
+        peers,
+        ports: port_rules,
+    })
+}
+
+fn peer(
+    ctx: &mut Context<'_>,
+    namespace: &str,
+    field: &str,
+    peer: &networking::NetworkPolicyPeer,
+) -> Result<Peer, ConvertError> {
+    match (&peer.ip_block, &peer.namespace_selector, &peer.pod_selector) {
+        (Some(block), None, None) => Ok(Peer::Block(ip_block(ctx, &format!("{field}.ipBlock"), block)?)),
+        (Some(_), _, _) => Err(ctx.error(
+            field,
+            "ipBlock cannot be combined with namespaceSelector or podSelector",
+        )),
+        (None, None, None) => Err(ctx.error(
+            field,
+            "a peer needs podSelector, namespaceSelector or ipBlock",
+        )),
+        (None, ns_selector, pod_selector) => {
+            let pods = selector(ctx, &format!("{field}.podSelector"), pod_selector.as_ref())?;
+            let namespaces = match ns_selector {
+                None => NamespaceScope::Named(namespace.to_string()),
+                Some(s) => NamespaceScope::Selector(selector(
+                    ctx,
+                    &format!("{field}.namespaceSelector"),
+                    Some(s),
+                )?),
+            };
+            Ok(Peer::Pods(Selection { namespaces, pods }))
+        }
+    }
+}
+
+fn ip_block(
+    ctx: &mut Context<'_>,
+    field: &str,
+    block: &networking::IPBlock,
+) -> Result<IpBlock, ConvertError> {
+    let cidr = parse_cidr(&block.cidr)
+        .ok_or_else(|| ctx.error(format!("{field}.cidr"), format!("{:?} is not a CIDR", block.cidr)))?;
+    let mut except = Vec::new();
+    for (i, text) in block.except.as_deref().unwrap_or_default().iter().enumerate() {
+        let except_field = format!("{field}.except[{i}]");
+        let net = parse_cidr(text)
+            .ok_or_else(|| ctx.error(&except_field, format!("{text:?} is not a CIDR")))?;
+        let inside = net.is_ipv4() == cidr.is_ipv4()
+            && net.prefix() >= cidr.prefix()
+            && cidr.contains(net.network());
+        if !inside {
+            return Err(ctx.error(except_field, format!("{text} is not inside {cidr}")));
+        }
+        if !except.contains(&net) {
+            except.push(net);
+        }
+    }
+    except.sort();
+    Ok(IpBlock { cidr, except })
+}
+
+/// Parses `a.b.c.d/n` or an IPv6 CIDR, masking host bits as the API server does.
+fn parse_cidr(text: &str) -> Option<IpNetwork> {
+    let text = text.trim();
+    if !text.contains('/') {
+        return None;
+    }
+    let net: IpNetwork = text.parse().ok()?;
+    IpNetwork::new(net.network(), net.prefix()).ok()
+}
+
+pub fn parse_protocol(text: &str) -> Option<Protocol> {
+    match text.to_ascii_uppercase().as_str() {
+        "TCP" => Some(Protocol::Tcp),
+        "UDP" => Some(Protocol::Udp),
+        "SCTP" => Some(Protocol::Sctp),
+        _ => None,
+    }
+}
+
+fn port(
+    ctx: &mut Context<'_>,
+    field: &str,
+    port: &networking::NetworkPolicyPort,
+) -> Result<PortRule, ConvertError> {
+    let protocol = match port.protocol.as_deref() {
+        None => Protocol::Tcp,
+        Some(text) => {
+            let protocol = parse_protocol(text).ok_or_else(|| {
+                ctx.error(
+                    format!("{field}.protocol"),
+                    format!("unknown protocol {text:?} (expected TCP, UDP or SCTP)"),
+                )
+            })?;
+            if text != text.to_ascii_uppercase() {
+                ctx.warn(
+                    format!("{field}.protocol"),
+                    format!(
+                        "{text:?} is not standard; Kubernetes spells it {:?} (accepted)",
+                        text.to_ascii_uppercase()
+                    ),
+                );
+            }
+            protocol
+        }
+    };
+    let port_match = match &port.port {
+        None => {
+            if port.end_port.is_some() {
+                return Err(ctx.error(format!("{field}.endPort"), "endPort needs port"));
+            }
+            PortMatch::Any
+        }
+        Some(IntOrString::Int(number)) => {
+            let start = port_number(*number)
+                .ok_or_else(|| ctx.error(format!("{field}.port"), format!("{number} is out of range (1-65535)")))?;
+            let end = match port.end_port {
+                None => start,
+                Some(end) => {
+                    let end = port_number(end).ok_or_else(|| {
+                        ctx.error(format!("{field}.endPort"), format!("{end} is out of range (1-65535)"))
+                    })?;
+                    if end < start {
+                        return Err(ctx.error(
+                            format!("{field}.endPort"),
+                            format!("{end} is below port {start}"),
+                        ));
+                    }
+                    end
+                }
+            };
+            PortMatch::Range { start, end }
+        }
+        Some(IntOrString::String(name)) => {
+            if port.end_port.is_some() {
+                return Err(ctx.error(
+                    format!("{field}.endPort"),
+                    "endPort needs a numeric port, not a named one",
+                ));
+            }
+            if let Err(why) = validate_port_name(name) {
+                return Err(ctx.error(format!("{field}.port"), format!("{name:?} {why}")));
+            }
+            PortMatch::Named(name.clone())
+        }
+    };
+    Ok(PortRule {
+        protocol,
+        port: port_match,
+    })
+}
+
+fn port_number(number: i32) -> Option<u16> {
+    u16::try_from(number).ok().filter(|n| *n > 0)
+}
+
+/// The IANA service-name rules Kubernetes applies to port names.
+fn validate_port_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 15 {
+        return Err("is not a port name: it must have 1 to 15 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err("is not a port name: only lower-case letters, digits and '-' are allowed");
+    }
+    if !name.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err("is not a port name: it needs a letter (write numeric ports as numbers)");
+    }
+    if name.starts_with('-') || name.ends_with('-') || name.contains("--") {
+        return Err("is not a port name: '-' may not lead, trail or repeat");
+    }
+    Ok(())
+}
+
+fn selector(
+    ctx: &mut Context<'_>,
+    field: &str,
+    selector: Option<&meta::LabelSelector>,
+) -> Result<LabelSelector, ConvertError> {
+    let Some(selector) = selector else {
+        return Ok(LabelSelector::everything());
+    };
+    let mut out = LabelSelector::from_match_labels(
+        selector
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    for (i, expression) in selector.match_expressions.iter().flatten().enumerate() {
+        out.require_expression(
+            &expression.key,
+            &expression.operator,
+            expression.values.as_deref().unwrap_or_default(),
+        )
+        .map_err(|e| ctx.error(format!("{field}.matchExpressions[{i}]"), e.to_string()))?;
+    }
+    Ok(out)
+}
