@@ -1,11 +1,18 @@
 //! Command-line interface.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use palisade::dataplane::BackendChoice;
 
 #[derive(Debug, Parser)]
-#[command(name = "palisade", version, about = "Kubernetes NetworkPolicy enforcement with ipset and iptables")]
+#[command(
+    name = "palisade",
+    version,
+    about = "Kubernetes NetworkPolicy enforcement with ipset and iptables"
+)]
 pub struct Cli {
     /// Log format on stderr. The level comes from RUST_LOG (default: info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -27,17 +34,143 @@ pub enum FamilyArg {
     Both,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Auto,
+    Legacy,
+    Nft,
+}
+
+impl From<BackendArg> for BackendChoice {
+    fn from(arg: BackendArg) -> Self {
+        match arg {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Legacy => BackendChoice::Legacy,
+            BackendArg::Nft => BackendChoice::Nft,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// Manifest files or directories (YAML or JSON; directories are read recursively).
+    #[arg(long, required = true, num_args = 1..)]
+    pub manifests: Vec<PathBuf>,
+    /// The node whose pods to program (matches the pods' spec.nodeName).
+    #[arg(long)]
+    pub node: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MarkArgs {
+    /// Packet-mark bit a policy chain sets to allow a packet.
+    #[arg(long, value_parser = parse_hex_u32, default_value = "0x100000")]
+    pub accept_mark: u32,
+    /// Packet-mark bit reserved for ordered policies' Pass action.
+    #[arg(long, value_parser = parse_hex_u32, default_value = "0x200000")]
+    pub pass_mark: u32,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the ipsets and iptables rules a node must hold, without touching the kernel.
     Render {
-        /// Manifest files or directories (YAML or JSON).
-        #[arg(long, required = true, num_args = 1..)]
-        manifests: Vec<PathBuf>,
-        /// The node whose pods to program (matches the pods' spec.nodeName).
-        #[arg(long)]
-        node: String,
+        #[command(flatten)]
+        input: ManifestArgs,
         #[arg(long, value_enum, default_value_t = FamilyArg::Both)]
         family: FamilyArg,
+        #[command(flatten)]
+        marks: MarkArgs,
     },
+    /// Make this network namespace's kernel hold what the manifests require for NODE (as root).
+    /// Exit status: 0 applied, 1 invalid input (nothing applied), 2 kernel or command failure.
+    Apply {
+        #[command(flatten)]
+        input: ManifestArgs,
+        /// iptables backend; auto picks it as kube-proxy does.
+        #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+        backend: BackendArg,
+        /// Print the restore input that would be sent, and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        marks: MarkArgs,
+    },
+    /// Remove everything Palisade owns (the FORWARD hook, PAL- chains, pal4-/pal6- sets) and nothing else.
+    Cleanup {
+        #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+        backend: BackendArg,
+    },
+    /// Keep this node's rules in step with the cluster (the DaemonSet's command).
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This node's name, as in the pods' spec.nodeName.
+    #[arg(long, env = "NODE_NAME")]
+    pub node: String,
+    /// Read the cluster from this manifest directory instead of the API server.
+    #[arg(long, num_args = 1..)]
+    pub manifests: Option<Vec<PathBuf>>,
+    #[arg(long, default_value = "0.0.0.0:9617")]
+    pub metrics_addr: SocketAddr,
+    /// How often to check the kernel against the desired state and repair drift.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub refresh_interval: Duration,
+    /// How long to gather a burst of changes into one sync.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub debounce: Duration,
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Remove Palisade's rules on SIGTERM (for uninstalling); by default they stay in place.
+    #[arg(long)]
+    pub cleanup_on_exit: bool,
+    #[command(flatten)]
+    pub marks: MarkArgs,
+}
+
+fn parse_hex_u32(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X"));
+    match digits {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|e| format!("{text:?} is not a 32-bit number: {e}"))
+}
+
+/// `250ms`, `10s`, `5m`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 100ms, 60s or 5m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "" | "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        _ => Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_marks_parse() {
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert_eq!(parse_hex_u32("0x100000"), Ok(0x100000));
+        assert_eq!(parse_hex_u32("256"), Ok(256));
+        assert!(parse_hex_u32("0xZZ").is_err());
+    }
 }

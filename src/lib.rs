@@ -1,10 +1,13 @@
 //! Palisade: Kubernetes NetworkPolicy enforcement with ipset and iptables.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod compiler;
 pub mod dataplane;
 pub mod index;
+pub mod k8s;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod render;
 pub mod selector;

@@ -1,24 +1,31 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod cmd;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use palisade::compiler::{self, Marks};
-use palisade::model::Family;
-use palisade::{manifest, render};
 
-use cli::{Cli, Command, FamilyArg, LogFormat};
-
-/// Exit status for input Palisade rejects (nothing was applied).
-const EXIT_INVALID_INPUT: u8 = 1;
+use cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Render { manifests, node, family } => render_command(&manifests, &node, family),
+        Command::Render {
+            input,
+            family,
+            marks,
+        } => cmd::render(&input, family, &marks),
+        Command::Apply {
+            input,
+            backend,
+            dry_run,
+            marks,
+        } => cmd::apply(&input, backend, dry_run, &marks),
+        Command::Cleanup { backend } => cmd::cleanup(backend),
+        Command::Agent(args) => cmd::agent(args),
     }
 }
 
@@ -34,44 +41,4 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-fn load(paths: &[std::path::PathBuf]) -> Result<manifest::Manifests, ExitCode> {
-    match manifest::load(paths) {
-        Ok(manifests) => {
-            for warning in &manifests.warnings {
-                tracing::warn!("{warning}");
-            }
-            Ok(manifests)
-        }
-        Err(error) => {
-            tracing::error!("invalid input: {error}");
-            Err(ExitCode::from(EXIT_INVALID_INPUT))
-        }
-    }
-}
-
-fn render_command(paths: &[std::path::PathBuf], node: &str, family: FamilyArg) -> ExitCode {
-    let manifests = match load(paths) {
-        Ok(m) => m,
-        Err(code) => return code,
-    };
-    let index = manifests.into_index();
-    let state = compiler::compile(&index, node, Marks::default());
-    let families: &[Family] = match family {
-        FamilyArg::Ipv4 => &[Family::V4],
-        FamilyArg::Ipv6 => &[Family::V6],
-        FamilyArg::Both => &Family::ALL,
-    };
-    let mut out = String::new();
-    for family in families {
-        let family_state = state.family(*family);
-        // IPv6 text only where this node has IPv6 pods, unless asked for explicitly.
-        if family_state.chains.is_empty() && families.len() > 1 {
-            continue;
-        }
-        out.push_str(&render::full_text(family_state, *family));
-    }
-    print!("{out}");
-    ExitCode::SUCCESS
 }

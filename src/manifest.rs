@@ -55,24 +55,43 @@ pub struct Manifests {
     pub policies: Vec<Policy>,
     /// Non-fatal findings, each prefixed with its origin.
     pub warnings: Vec<String>,
+    /// Objects that could not be read, in file order.
+    pub errors: Vec<ManifestError>,
+    /// Stand-ins for invalid policies (see [`convert::policy_fail_closed`]).
+    pub fail_closed: Vec<Policy>,
 }
 
 /// Reads every manifest under `paths`. Directories are read recursively, taking `*.yaml`,
-/// `*.yml` and `*.json` files in name order. The first invalid object fails the whole load.
+/// `*.yml` and `*.json` files in name order. Any invalid object fails the whole load, with the
+/// first error.
 pub fn load(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
+    let mut manifests = load_lenient(paths);
+    if manifests.errors.is_empty() {
+        Ok(manifests)
+    } else {
+        Err(manifests.errors.remove(0))
+    }
+}
+
+/// Reads what can be read: each unreadable file or object lands in `errors`, and the rest load.
+/// For long-running sources, where one bad file must not stop the others from being enforced.
+pub fn load_lenient(paths: &[PathBuf]) -> Manifests {
+    let mut manifests = Manifests::default();
     let mut files = Vec::new();
     for path in paths {
-        collect_files(path, &mut files)?;
+        if let Err(error) = collect_files(path, &mut files) {
+            manifests.errors.push(error);
+        }
     }
-    let mut manifests = Manifests::default();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Io {
-            path: file.clone(),
-            source,
-        })?;
-        load_text(&file, &text, &mut manifests)?;
+        match std::fs::read_to_string(&file) {
+            Ok(text) => load_text(&file, &text, &mut manifests),
+            Err(source) => manifests
+                .errors
+                .push(ManifestError::Io { path: file, source }),
+        }
     }
-    Ok(manifests)
+    manifests
 }
 
 fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
@@ -103,45 +122,59 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), ManifestEr
     Ok(())
 }
 
-/// Parses one file's text into `manifests`.
-pub fn load_text(path: &Path, text: &str, manifests: &mut Manifests) -> Result<(), ManifestError> {
-    for (i, document) in documents(path, text)?.into_iter().enumerate() {
+/// Parses one file's text into `manifests`; what cannot be read lands in `manifests.errors`.
+pub fn load_text(path: &Path, text: &str, manifests: &mut Manifests) {
+    for (i, document) in documents(path, text).into_iter().enumerate() {
         let origin = Origin {
             path: path.to_path_buf(),
             document: i + 1,
         };
-        add_object(&origin, document, manifests)?;
+        let result = document.and_then(|value| add_object(&origin, value, manifests));
+        if let Err(error) = result {
+            manifests.errors.push(error);
+        }
     }
-    Ok(())
 }
 
-fn documents(path: &Path, text: &str) -> Result<Vec<Value>, ManifestError> {
+fn documents(path: &Path, text: &str) -> Vec<Result<Value, ManifestError>> {
     let is_json = path.extension().and_then(|e| e.to_str()) == Some("json");
+    let parse_error = |document: usize, message: String| ManifestError::Parse {
+        path: path.to_path_buf(),
+        document,
+        message,
+    };
     let mut out = Vec::new();
     if is_json {
-        for (i, value) in serde_json::Deserializer::from_str(text).into_iter::<Value>().enumerate() {
-            out.push(value.map_err(|e| ManifestError::Parse {
-                path: path.to_path_buf(),
-                document: i + 1,
-                message: format!("invalid JSON: {e}"),
-            })?);
+        for (i, value) in serde_json::Deserializer::from_str(text)
+            .into_iter::<Value>()
+            .enumerate()
+        {
+            let failed = value.is_err();
+            out.push(value.map_err(|e| parse_error(i + 1, format!("invalid JSON: {e}"))));
+            // The parser cannot resynchronise after a syntax error.
+            if failed {
+                break;
+            }
         }
     } else {
         for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let value = serde_path_to_error::deserialize::<_, Value>(document).map_err(|e| {
-                ManifestError::Parse {
-                    path: path.to_path_buf(),
-                    document: i + 1,
-                    message: format!("invalid YAML: {}", e.inner()),
-                }
-            })?;
+            let value = serde_path_to_error::deserialize::<_, Value>(document)
+                .map_err(|e| parse_error(i + 1, format!("invalid YAML: {}", e.inner())));
+            let failed = value.is_err();
             out.push(value);
+            if failed {
+                break;
+            }
         }
     }
-    Ok(out)
+    out
 }
 
-fn add_object(origin: &Origin, value: Value, manifests: &mut Manifests) -> Result<(), ManifestError> {
+fn add_object(
+    origin: &Origin,
+    value: Value,
+    manifests: &mut Manifests,
+) -> Result<(), ManifestError> {
     if value.is_null() {
         return Ok(());
     }
@@ -150,7 +183,10 @@ fn add_object(origin: &Origin, value: Value, manifests: &mut Manifests) -> Resul
         document: origin.document,
         message,
     };
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
     let describe = describe(kind, &value);
     let mut warnings = Vec::new();
@@ -179,8 +215,13 @@ fn add_object(origin: &Origin, value: Value, manifests: &mut Manifests) -> Resul
             value["apiVersion"] = Value::from("networking.k8s.io/v1");
             let object: networking::NetworkPolicy =
                 typed(&value).map_err(|m| parse_error(format!("{describe}: {m}")))?;
-            let policy = convert::policy(&object, &mut warnings).map_err(|source| invalid(origin, source))?;
-            manifests.policies.push(policy);
+            match convert::policy(&object, &mut warnings) {
+                Ok(policy) => manifests.policies.push(policy),
+                Err(source) => {
+                    manifests.fail_closed.extend(convert::policy_fail_closed(&object));
+                    return Err(invalid(origin, source));
+                }
+            }
         }
         _ => manifests.warnings.push(format!(
             "{origin}: skipped {describe}: kind {kind:?} of apiVersion {api_version:?} is not handled"
@@ -202,8 +243,14 @@ fn invalid(origin: &Origin, source: convert::ConvertError) -> ManifestError {
 
 fn describe(kind: &str, value: &Value) -> String {
     let metadata = value.get("metadata");
-    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>");
-    match metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str) {
+    let name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>");
+    match metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+    {
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
     }

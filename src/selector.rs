@@ -141,10 +141,13 @@ impl fmt::Display for LabelSelector {
                 f.write_str(",")?;
             }
             first = false;
-            let join = |values: &BTreeSet<String>| values.iter().cloned().collect::<Vec<_>>().join(",");
+            let join =
+                |values: &BTreeSet<String>| values.iter().cloned().collect::<Vec<_>>().join(",");
             match &requirement.operator {
                 Operator::In(values) => write!(f, "{} in ({})", requirement.key, join(values))?,
-                Operator::NotIn(values) => write!(f, "{} notin ({})", requirement.key, join(values))?,
+                Operator::NotIn(values) => {
+                    write!(f, "{} notin ({})", requirement.key, join(values))?
+                }
                 Operator::Exists => write!(f, "{}", requirement.key)?,
                 Operator::DoesNotExist => write!(f, "!{}", requirement.key)?,
             }
@@ -158,7 +161,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelector {
@@ -190,7 +196,10 @@ mod tests {
         assert!(!s.matches(&labels(&[])));
         let s = expr("env", "NotIn", &["prod"]);
         assert!(s.matches(&labels(&[("env", "dev")])));
-        assert!(s.matches(&labels(&[])), "NotIn matches objects without the key");
+        assert!(
+            s.matches(&labels(&[])),
+            "NotIn matches objects without the key"
+        );
         assert!(!s.matches(&labels(&[("env", "prod")])));
     }
 

@@ -19,7 +19,12 @@ pub struct PolicyChain {
 
 /// Compiles one direction of a policy for one family. A policy without rules in that
 /// direction compiles to an empty chain: it allows nothing.
-pub fn policy_chain(policy: &Policy, direction: Direction, family: Family, marks: &Marks) -> PolicyChain {
+pub fn policy_chain(
+    policy: &Policy,
+    direction: Direction,
+    family: Family,
+    marks: &Marks,
+) -> PolicyChain {
     let mut out = PolicyChain {
         rules: Vec::new(),
         sets: Vec::new(),
@@ -32,7 +37,12 @@ pub fn policy_chain(policy: &Policy, direction: Direction, family: Family, marks
         value: marks.accept,
         mask: marks.accept,
     };
-    for (i, rule) in policy.rules(direction).unwrap_or_default().iter().enumerate() {
+    for (i, rule) in policy
+        .rules(direction)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let origin = format!("{} {direction}[{i}]", policy.key);
         let peers = peer_alternatives(rule.peers.as_deref(), direction, family, &mut out.sets);
         let ports: Vec<Option<&PortRule>> = if rule.ports.is_empty() {
@@ -45,9 +55,12 @@ pub fn policy_chain(policy: &Policy, direction: Direction, family: Family, marks
             for port in &ports {
                 let matches = match port {
                     None => peer.matches.clone(),
-                    Some(port) => port_matches(port, peer, direction, family, &own_pods, &mut out.sets),
+                    Some(port) => {
+                        port_matches(port, peer, direction, family, &own_pods, &mut out.sets)
+                    }
                 };
-                out.rules.push(Rule::new(matches, allow.clone(), origin.clone()));
+                out.rules
+                    .push(Rule::new(matches, allow.clone(), origin.clone()));
                 emitted = true;
             }
         }

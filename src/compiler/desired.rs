@@ -81,8 +81,15 @@ pub struct IpSet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SetEntry {
     Ip(IpAddr),
-    Net { net: IpNetwork, nomatch: bool },
-    IpPort { ip: IpAddr, protocol: Protocol, port: u16 },
+    Net {
+        net: IpNetwork,
+        nomatch: bool,
+    },
+    IpPort {
+        ip: IpAddr,
+        protocol: Protocol,
+        port: u16,
+    },
 }
 
 /// The entry as `ipset` writes it in `add` lines and `ipset save` output.
@@ -135,9 +142,15 @@ pub enum Match {
     DestinationPortInSet(String),
     Protocol(Protocol),
     /// `--dport start[:end]`; follows a `Protocol` match.
-    DestinationPorts { start: u16, end: u16 },
+    DestinationPorts {
+        start: u16,
+        end: u16,
+    },
     /// `-m mark --mark value/mask`
-    Mark { value: u32, mask: u32 },
+    Mark {
+        value: u32,
+        mask: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -147,7 +160,10 @@ pub enum Action {
     Return,
     Jump(String),
     /// `-j MARK --set-xmark value/mask`
-    SetMark { value: u32, mask: u32 },
+    SetMark {
+        value: u32,
+        mask: u32,
+    },
 }
 
 impl Rule {

@@ -69,3 +69,6 @@ impl Marks {
 pub fn compile(index: &ClusterIndex, node: &str, marks: Marks) -> DesiredState {
     NodeCompiler::new(index, node, marks).into_state()
 }
+
+#[cfg(test)]
+mod tests;

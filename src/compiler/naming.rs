@@ -94,8 +94,14 @@ mod tests {
     fn names_are_stable_and_distinct() {
         let a = ObjectKey::new("default", "a");
         assert_eq!(pod_chain(&a, Direction::Ingress), "PAL-TO-62a3dacc164a3626");
-        assert_ne!(pod_chain(&a, Direction::Ingress), pod_chain(&a, Direction::Egress));
-        assert_ne!(set_name(Family::V4, 'p', "x"), set_name(Family::V6, 'p', "x"));
+        assert_ne!(
+            pod_chain(&a, Direction::Ingress),
+            pod_chain(&a, Direction::Egress)
+        );
+        assert_ne!(
+            set_name(Family::V4, 'p', "x"),
+            set_name(Family::V6, 'p', "x")
+        );
         assert!(is_owned_set(&set_name(Family::V4, 'b', "x")));
         assert!(!is_owned_set("KUBE-foo"));
     }

@@ -109,7 +109,10 @@ impl NodeCompiler {
 
     /// Local pods isolated in `direction`.
     pub fn isolated_pod_count(&self, direction: Direction) -> usize {
-        self.local.values().filter(|p| p.policies(direction).is_some()).count()
+        self.local
+            .values()
+            .filter(|p| p.policies(direction).is_some())
+            .count()
     }
 
     /// Brings the state up to date with `changes`, which `index` already reflects.
@@ -120,11 +123,15 @@ impl NodeCompiler {
         let mut dirty_local: BTreeSet<ObjectKey> = BTreeSet::new();
         for change in changes {
             if let Change::Pod { before, after } = change {
-                let (Some(pod), other) = (after.as_deref().or(before.as_deref()), before.as_deref()) else {
+                let (Some(pod), other) =
+                    (after.as_deref().or(before.as_deref()), before.as_deref())
+                else {
                     continue;
                 };
                 self.update_pod_membership(index, other, after.as_deref());
-                let on_node = |p: Option<&Pod>| p.is_some_and(|p| p.node.as_deref() == Some(self.node.as_str()));
+                let on_node = |p: Option<&Pod>| {
+                    p.is_some_and(|p| p.node.as_deref() == Some(self.node.as_str()))
+                };
                 if on_node(before.as_deref()) || on_node(after.as_deref()) {
                     dirty_local.insert(pod.key.clone());
                 }
@@ -132,7 +139,8 @@ impl NodeCompiler {
         }
         for change in changes {
             if let Change::Namespace { before, after } = change {
-                let Some(name) = after.as_ref().or(before.as_ref()).map(|ns| ns.name.clone()) else {
+                let Some(name) = after.as_ref().or(before.as_ref()).map(|ns| ns.name.clone())
+                else {
                     continue;
                 };
                 self.update_namespace_matches(index, &name);
@@ -209,7 +217,13 @@ impl NodeCompiler {
                 match &new {
                     Some(pod) if pod.families().contains(&family) => {
                         if let Some(policies) = pod.policies(direction) {
-                            let rules = chains::pod_chain(key, direction, policies, pod.isolated_by_namespace, &self.marks);
+                            let rules = chains::pod_chain(
+                                key,
+                                direction,
+                                policies,
+                                pod.isolated_by_namespace,
+                                &self.marks,
+                            );
                             chains.insert(name, Chain { rules });
                         } else {
                             chains.remove(&name);
@@ -267,7 +281,12 @@ impl NodeCompiler {
                 .iter()
                 .map(|(key, pod)| Dispatch {
                     pod: key,
-                    addresses: pod.ips.iter().copied().filter(|ip| Family::of(ip) == family).collect(),
+                    addresses: pod
+                        .ips
+                        .iter()
+                        .copied()
+                        .filter(|ip| Family::of(ip) == family)
+                        .collect(),
                     ingress: pod.ingress.is_some(),
                     egress: pod.egress.is_some(),
                 })
@@ -296,7 +315,8 @@ impl NodeCompiler {
         for set in &sets {
             self.acquire_set(index, set.clone(), key.2);
         }
-        self.policy_chains.insert(key, ActivePolicyChain { refs: 1, sets });
+        self.policy_chains
+            .insert(key, ActivePolicyChain { refs: 1, sets });
     }
 
     fn release_policy_chain(&mut self, key: &PolicyChainKey) {
@@ -330,10 +350,12 @@ impl NodeCompiler {
                 sets: Vec::new(),
             },
         };
-        self.state
-            .family_mut(*family)
-            .chains
-            .insert(naming::policy_chain(policy_key, *direction), Chain { rules: compiled.rules });
+        self.state.family_mut(*family).chains.insert(
+            naming::policy_chain(policy_key, *direction),
+            Chain {
+                rules: compiled.rules,
+            },
+        );
         compiled.sets
     }
 
@@ -371,7 +393,10 @@ impl NodeCompiler {
             self.watch_selection(index, &key, selection.clone());
         }
         let set = key.build(index, family);
-        self.state.family_mut(family).ipsets.insert(key.name(family), set);
+        self.state
+            .family_mut(family)
+            .ipsets
+            .insert(key.name(family), set);
     }
 
     fn release_set(&mut self, key: &SetKey, family: Family) {
@@ -384,7 +409,10 @@ impl NodeCompiler {
             return;
         }
         self.set_refs.remove(&map_key);
-        self.state.family_mut(family).ipsets.remove(&key.name(family));
+        self.state
+            .family_mut(family)
+            .ipsets
+            .remove(&key.name(family));
         let other = match family {
             Family::V4 => Family::V6,
             Family::V6 => Family::V4,
@@ -466,12 +494,22 @@ impl NodeCompiler {
             .get(namespace)
             .into_iter()
             .flatten()
-            .chain(self.selector_sets_by_namespace.get(namespace).into_iter().flatten())
+            .chain(
+                self.selector_sets_by_namespace
+                    .get(namespace)
+                    .into_iter()
+                    .flatten(),
+            )
             .cloned()
             .collect()
     }
 
-    fn update_pod_membership(&mut self, index: &ClusterIndex, before: Option<&Pod>, after: Option<&Pod>) {
+    fn update_pod_membership(
+        &mut self,
+        index: &ClusterIndex,
+        before: Option<&Pod>,
+        after: Option<&Pod>,
+    ) {
         let Some(namespace) = after.or(before).map(|p| p.key.namespace.clone()) else {
             return;
         };
@@ -525,7 +563,12 @@ impl NodeCompiler {
                 })
             })
             .collect();
-        let Some(set) = self.state.family_mut(family).ipsets.get_mut(&key.name(family)) else {
+        let Some(set) = self
+            .state
+            .family_mut(family)
+            .ipsets
+            .get_mut(&key.name(family))
+        else {
             return;
         };
         for (entry, kept) in stale.iter().zip(still_contributed) {
@@ -541,11 +584,15 @@ impl NodeCompiler {
         let labels = index.namespace_labels(namespace).into_owned();
         let keys: Vec<SetKey> = self.selector_sets.keys().cloned().collect();
         for key in keys {
-            let Some(NamespaceScope::Selector(selector)) = key.selection().map(|s| &s.namespaces) else {
+            let Some(NamespaceScope::Selector(selector)) = key.selection().map(|s| &s.namespaces)
+            else {
                 continue;
             };
             let now = selector.matches(&labels);
-            let was = self.selector_sets.get(&key).is_some_and(|n| n.contains(namespace));
+            let was = self
+                .selector_sets
+                .get(&key)
+                .is_some_and(|n| n.contains(namespace));
             if now == was {
                 continue;
             }
@@ -556,13 +603,17 @@ impl NodeCompiler {
                     namespaces.remove(namespace);
                 }
             }
-            let by_namespace = self.selector_sets_by_namespace.entry(namespace.to_string()).or_default();
+            let by_namespace = self
+                .selector_sets_by_namespace
+                .entry(namespace.to_string())
+                .or_default();
             if now {
                 by_namespace.insert(key.clone());
             } else {
                 by_namespace.remove(&key);
             }
-            let pods: Vec<std::sync::Arc<Pod>> = index.pods_in_namespace(namespace).cloned().collect();
+            let pods: Vec<std::sync::Arc<Pod>> =
+                index.pods_in_namespace(namespace).cloned().collect();
             for family in Family::ALL {
                 if !self.set_refs.contains_key(&(key.clone(), family)) {
                     continue;
@@ -571,7 +622,14 @@ impl NodeCompiler {
                     let entries = key.pod_entries(pod, family);
                     if now {
                         if self.in_selection(&key, pod) {
-                            self.reconcile_entries(index, &key, family, Vec::new(), entries, Some(pod));
+                            self.reconcile_entries(
+                                index,
+                                &key,
+                                family,
+                                Vec::new(),
+                                entries,
+                                Some(pod),
+                            );
                         }
                     } else {
                         self.reconcile_entries(index, &key, family, entries, Vec::new(), Some(pod));

@@ -146,18 +146,26 @@ pub fn namespace_in_scope(index: &ClusterIndex, scope: &NamespaceScope, namespac
 }
 
 pub fn selection_contains(index: &ClusterIndex, selection: &Selection, pod: &Pod) -> bool {
-    selection.pods.matches(&pod.labels) && namespace_in_scope(index, &selection.namespaces, &pod.key.namespace)
+    selection.pods.matches(&pod.labels)
+        && namespace_in_scope(index, &selection.namespaces, &pod.key.namespace)
 }
 
 /// `hash:net` cannot hold a /0, so a whole address space becomes its two halves. An `except`
 /// that covers the whole block leaves nothing.
 fn block_entries(block: &IpBlock) -> Vec<SetEntry> {
-    if block.except.iter().any(|e| e.prefix() <= block.cidr.prefix()) {
+    if block
+        .except
+        .iter()
+        .any(|e| e.prefix() <= block.cidr.prefix())
+    {
         return Vec::new();
     }
     let mut entries: Vec<SetEntry> = split_default_route(block.cidr)
         .into_iter()
-        .map(|net| SetEntry::Net { net, nomatch: false })
+        .map(|net| SetEntry::Net {
+            net,
+            nomatch: false,
+        })
         .collect();
     entries.extend(block.except.iter().map(|net| SetEntry::Net {
         net: *net,
@@ -171,8 +179,14 @@ fn split_default_route(net: IpNetwork) -> Vec<IpNetwork> {
         return vec![net];
     }
     let halves: [IpAddr; 2] = match net {
-        IpNetwork::V4(_) => [Ipv4Addr::new(0, 0, 0, 0).into(), Ipv4Addr::new(128, 0, 0, 0).into()],
-        IpNetwork::V6(_) => [Ipv6Addr::UNSPECIFIED.into(), Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0).into()],
+        IpNetwork::V4(_) => [
+            Ipv4Addr::new(0, 0, 0, 0).into(),
+            Ipv4Addr::new(128, 0, 0, 0).into(),
+        ],
+        IpNetwork::V6(_) => [
+            Ipv6Addr::UNSPECIFIED.into(),
+            Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0).into(),
+        ],
     };
     halves
         .iter()
@@ -193,7 +207,8 @@ mod tests {
 
     #[test]
     fn block_excepts_become_nomatch_entries() {
-        let set = SetKey::Block(block("10.0.0.0/8", &["10.1.0.0/16"])).build(&ClusterIndex::new(), Family::V4);
+        let set = SetKey::Block(block("10.0.0.0/8", &["10.1.0.0/16"]))
+            .build(&ClusterIndex::new(), Family::V4);
         let text: Vec<String> = set.members.iter().map(|m| m.to_string()).collect();
         assert_eq!(text, ["10.0.0.0/8", "10.1.0.0/16 nomatch"]);
     }
@@ -210,7 +225,8 @@ mod tests {
 
     #[test]
     fn an_except_covering_the_block_empties_it() {
-        let set = SetKey::Block(block("10.0.0.0/8", &["10.0.0.0/8"])).build(&ClusterIndex::new(), Family::V4);
+        let set = SetKey::Block(block("10.0.0.0/8", &["10.0.0.0/8"]))
+            .build(&ClusterIndex::new(), Family::V4);
         assert!(set.members.is_empty());
     }
 }

@@ -69,11 +69,19 @@ impl ClusterIndex {
         self.pods.get(id as usize).and_then(Option::as_ref)
     }
 
-    fn pods_of<'a>(&'a self, ids: Option<&'a HashSet<PodId>>) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
-        ids.into_iter().flatten().filter_map(|id| self.pod_by_id(*id))
+    fn pods_of<'a>(
+        &'a self,
+        ids: Option<&'a HashSet<PodId>>,
+    ) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
+        ids.into_iter()
+            .flatten()
+            .filter_map(|id| self.pod_by_id(*id))
     }
 
-    pub fn pods_in_namespace<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
+    pub fn pods_in_namespace<'a>(
+        &'a self,
+        namespace: &str,
+    ) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
         self.pods_of(self.pods_by_namespace.get(namespace))
     }
 
@@ -90,7 +98,10 @@ impl ClusterIndex {
     }
 
     /// Pods with a container port of this name (any protocol).
-    pub fn pods_with_port_name<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
+    pub fn pods_with_port_name<'a>(
+        &'a self,
+        name: &str,
+    ) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
         self.pods_of(self.pods_by_port_name.get(name))
     }
 
@@ -121,7 +132,9 @@ impl ClusterIndex {
     }
 
     pub fn namespace_default_deny(&self, name: &str) -> bool {
-        self.namespaces.get(name).is_some_and(|ns| ns.legacy_default_deny)
+        self.namespaces
+            .get(name)
+            .is_some_and(|ns| ns.legacy_default_deny)
     }
 
     pub fn policy(&self, key: &ObjectKey) -> Option<&Arc<Policy>> {
@@ -133,7 +146,10 @@ impl ClusterIndex {
     }
 
     /// The policies of one namespace, in name order.
-    pub fn policies_in_namespace<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Arc<Policy>> + 'a {
+    pub fn policies_in_namespace<'a>(
+        &'a self,
+        namespace: &str,
+    ) -> impl Iterator<Item = &'a Arc<Policy>> + 'a {
         let start = ObjectKey::new(namespace, "");
         let namespace = namespace.to_string();
         self.policies
@@ -192,18 +208,28 @@ impl ClusterIndex {
             .or_default()
             .insert(id);
         if let Some(node) = &pod.node {
-            self.pods_by_node.entry(node.clone()).or_default().insert(id);
+            self.pods_by_node
+                .entry(node.clone())
+                .or_default()
+                .insert(id);
         }
         for ip in &pod.ips {
             self.pods_by_ip.entry(*ip).or_default().push(id);
         }
         for port in &pod.named_ports {
-            self.pods_by_port_name.entry(port.name.clone()).or_default().insert(id);
+            self.pods_by_port_name
+                .entry(port.name.clone())
+                .or_default()
+                .insert(id);
         }
     }
 
     fn unlink_pod(&mut self, id: PodId, pod: &Pod) {
-        fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashSet<PodId>>, key: &K, id: PodId) {
+        fn remove_from<K: std::hash::Hash + Eq>(
+            map: &mut HashMap<K, HashSet<PodId>>,
+            key: &K,
+            id: PodId,
+        ) {
             if let Some(ids) = map.get_mut(key) {
                 ids.remove(&id);
                 if ids.is_empty() {
@@ -230,7 +256,9 @@ impl ClusterIndex {
 
     pub fn upsert_namespace(&mut self, namespace: Namespace) -> Option<Change> {
         let namespace = Arc::new(namespace);
-        let before = self.namespaces.insert(namespace.name.clone(), Arc::clone(&namespace));
+        let before = self
+            .namespaces
+            .insert(namespace.name.clone(), Arc::clone(&namespace));
         if before.as_deref() == Some(&*namespace) {
             return None;
         }
@@ -250,7 +278,9 @@ impl ClusterIndex {
 
     pub fn upsert_policy(&mut self, policy: Policy) -> Option<Change> {
         let policy = Arc::new(policy);
-        let before = self.policies.insert(policy.key.clone(), Arc::clone(&policy));
+        let before = self
+            .policies
+            .insert(policy.key.clone(), Arc::clone(&policy));
         if before.as_deref() == Some(&*policy) {
             return None;
         }
@@ -271,7 +301,12 @@ impl ClusterIndex {
     /// Makes the pods exactly `pods` (after a re-list), returning what changed.
     pub fn replace_pods(&mut self, pods: Vec<Pod>) -> Vec<Change> {
         let keep: HashSet<ObjectKey> = pods.iter().map(|p| p.key.clone()).collect();
-        let stale: Vec<ObjectKey> = self.pod_ids.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        let stale: Vec<ObjectKey> = self
+            .pod_ids
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
         let mut changes: Vec<Change> = stale.iter().filter_map(|k| self.remove_pod(k)).collect();
         changes.extend(pods.into_iter().filter_map(|p| self.upsert_pod(p)));
         changes
@@ -279,15 +314,32 @@ impl ClusterIndex {
 
     pub fn replace_namespaces(&mut self, namespaces: Vec<Namespace>) -> Vec<Change> {
         let keep: HashSet<String> = namespaces.iter().map(|n| n.name.clone()).collect();
-        let stale: Vec<String> = self.namespaces.keys().filter(|k| !keep.contains(*k)).cloned().collect();
-        let mut changes: Vec<Change> = stale.iter().filter_map(|k| self.remove_namespace(k)).collect();
-        changes.extend(namespaces.into_iter().filter_map(|n| self.upsert_namespace(n)));
+        let stale: Vec<String> = self
+            .namespaces
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        let mut changes: Vec<Change> = stale
+            .iter()
+            .filter_map(|k| self.remove_namespace(k))
+            .collect();
+        changes.extend(
+            namespaces
+                .into_iter()
+                .filter_map(|n| self.upsert_namespace(n)),
+        );
         changes
     }
 
     pub fn replace_policies(&mut self, policies: Vec<Policy>) -> Vec<Change> {
         let keep: HashSet<ObjectKey> = policies.iter().map(|p| p.key.clone()).collect();
-        let stale: Vec<ObjectKey> = self.policies.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        let stale: Vec<ObjectKey> = self
+            .policies
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
         let mut changes: Vec<Change> = stale.iter().filter_map(|k| self.remove_policy(k)).collect();
         changes.extend(policies.into_iter().filter_map(|p| self.upsert_policy(p)));
         changes
@@ -313,8 +365,12 @@ mod tests {
     fn pod_updates_report_before_and_after_and_keep_lookups_current() {
         let mut index = ClusterIndex::new();
         assert!(index.upsert_pod(pod("a", "p", "n1", "10.0.0.1")).is_some());
-        assert!(index.upsert_pod(pod("a", "p", "n1", "10.0.0.1")).is_none(), "no-op update");
-        let Some(Change::Pod { before, after }) = index.upsert_pod(pod("a", "p", "n2", "10.0.0.2")) else {
+        assert!(
+            index.upsert_pod(pod("a", "p", "n1", "10.0.0.1")).is_none(),
+            "no-op update"
+        );
+        let Some(Change::Pod { before, after }) = index.upsert_pod(pod("a", "p", "n2", "10.0.0.2"))
+        else {
             panic!("expected a pod change")
         };
         assert_eq!(before.unwrap().node.as_deref(), Some("n1"));
@@ -339,7 +395,10 @@ mod tests {
                 egress: None,
             });
         }
-        let names: Vec<_> = index.policies_in_namespace("b").map(|p| p.key.name.clone()).collect();
+        let names: Vec<_> = index
+            .policies_in_namespace("b")
+            .map(|p| p.key.name.clone())
+            .collect();
         assert_eq!(names, ["x", "y"]);
     }
 

@@ -70,7 +70,9 @@ impl Context<'_> {
 
 fn object_key(meta: &meta::ObjectMeta) -> ObjectKey {
     ObjectKey::new(
-        meta.namespace.clone().unwrap_or_else(|| "default".to_string()),
+        meta.namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string()),
         meta.name.clone().unwrap_or_default(),
     )
 }
@@ -103,8 +105,12 @@ pub fn pod(pod: &core::Pod, warnings: &mut Vec<Warning>) -> Result<Option<Pod>, 
         match status.pod_ips.as_deref() {
             Some(pod_ips) if !pod_ips.is_empty() => {
                 for (i, entry) in pod_ips.iter().enumerate() {
-                    let ip = parse_ip(&entry.ip)
-                        .ok_or_else(|| ctx.error(format!("status.podIPs[{i}].ip"), format!("{:?} is not an IP address", entry.ip)))?;
+                    let ip = parse_ip(&entry.ip).ok_or_else(|| {
+                        ctx.error(
+                            format!("status.podIPs[{i}].ip"),
+                            format!("{:?} is not an IP address", entry.ip),
+                        )
+                    })?;
                     if !ips.contains(&ip) {
                         ips.push(ip);
                     }
@@ -123,19 +129,41 @@ pub fn pod(pod: &core::Pod, warnings: &mut Vec<Warning>) -> Result<Option<Pod>, 
         return Ok(None);
     }
     let mut named_ports = Vec::new();
-    for (c, container) in spec.map(|s| s.containers.as_slice()).unwrap_or_default().iter().enumerate() {
-        for (p, port) in container.ports.as_deref().unwrap_or_default().iter().enumerate() {
-            let Some(name) = port.name.as_ref() else { continue };
+    for (c, container) in spec
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        for (p, port) in container
+            .ports
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let Some(name) = port.name.as_ref() else {
+                continue;
+            };
             let field = format!("spec.containers[{c}].ports[{p}]");
             let protocol = match port.protocol.as_deref() {
                 None => Protocol::Tcp,
-                Some(text) => parse_protocol(text)
-                    .ok_or_else(|| ctx.error(format!("{field}.protocol"), format!("unknown protocol {text:?}")))?,
+                Some(text) => parse_protocol(text).ok_or_else(|| {
+                    ctx.error(
+                        format!("{field}.protocol"),
+                        format!("unknown protocol {text:?}"),
+                    )
+                })?,
             };
             let number = u16::try_from(port.container_port)
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| ctx.error(format!("{field}.containerPort"), format!("{} is not a port number (1-65535)", port.container_port)))?;
+                .ok_or_else(|| {
+                    ctx.error(
+                        format!("{field}.containerPort"),
+                        format!("{} is not a port number (1-65535)", port.container_port),
+                    )
+                })?;
             named_ports.push(NamedPort {
                 name: name.clone(),
                 protocol,
@@ -223,11 +251,7 @@ pub fn policy(
     }
     let default_spec = networking::NetworkPolicySpec::default();
     let spec = policy.spec.as_ref().unwrap_or(&default_spec);
-    let pod_selector = selector(
-        &mut ctx,
-        "spec.podSelector",
-        spec.pod_selector.as_ref(),
-    )?;
+    let pod_selector = selector(&mut ctx, "spec.podSelector", spec.pod_selector.as_ref())?;
     let ingress_rules = spec.ingress.as_deref().unwrap_or_default();
     let egress_rules = spec.egress.as_deref().unwrap_or_default();
     let (isolates_ingress, isolates_egress) = match spec.policy_types.as_deref() {
@@ -292,6 +316,42 @@ pub fn policy(
     })
 }
 
+/// The stand-in for a policy that cannot be converted: it isolates the pods it selects, in the
+/// directions it declares, and allows nothing, so a policy Palisade cannot read never opens
+/// traffic. `None` when even its pod selector is unreadable.
+pub fn policy_fail_closed(policy: &networking::NetworkPolicy) -> Option<Policy> {
+    let mut warnings = Vec::new();
+    let mut ctx = Context {
+        object: String::new(),
+        warnings: &mut warnings,
+    };
+    let spec = policy.spec.as_ref();
+    let pod_selector = selector(
+        &mut ctx,
+        "spec.podSelector",
+        spec.and_then(|s| s.pod_selector.as_ref()),
+    )
+    .ok()?;
+    let has_egress_rules = spec
+        .and_then(|s| s.egress.as_ref())
+        .is_some_and(|e| !e.is_empty());
+    let types = spec
+        .and_then(|s| s.policy_types.as_deref())
+        .unwrap_or_default();
+    let declared = |name: &str| types.iter().any(|t| t == name);
+    let (ingress, egress) = if types.is_empty() {
+        (true, has_egress_rules)
+    } else {
+        (declared("Ingress"), declared("Egress"))
+    };
+    Some(Policy {
+        key: object_key(&policy.metadata),
+        pod_selector,
+        ingress: ingress.then(Vec::new),
+        egress: egress.then(Vec::new),
+    })
+}
+
 fn policy_rule(
     ctx: &mut Context<'_>,
     namespace: &str,
@@ -305,7 +365,12 @@ fn policy_rule(
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for (i, peer_spec) in list.iter().enumerate() {
-                out.push(peer(ctx, namespace, &format!("{field}.{peers_field}[{i}]"), peer_spec)?);
+                out.push(peer(
+                    ctx,
+                    namespace,
+                    &format!("{field}.{peers_field}[{i}]"),
+                    peer_spec,
+                )?);
             }
             Some(out)
         }
@@ -327,7 +392,11 @@ fn peer(
     peer: &networking::NetworkPolicyPeer,
 ) -> Result<Peer, ConvertError> {
     match (&peer.ip_block, &peer.namespace_selector, &peer.pod_selector) {
-        (Some(block), None, None) => Ok(Peer::Block(ip_block(ctx, &format!("{field}.ipBlock"), block)?)),
+        (Some(block), None, None) => Ok(Peer::Block(ip_block(
+            ctx,
+            &format!("{field}.ipBlock"),
+            block,
+        )?)),
         (Some(_), _, _) => Err(ctx.error(
             field,
             "ipBlock cannot be combined with namespaceSelector or podSelector",
@@ -356,10 +425,20 @@ fn ip_block(
     field: &str,
     block: &networking::IPBlock,
 ) -> Result<IpBlock, ConvertError> {
-    let cidr = parse_cidr(&block.cidr)
-        .ok_or_else(|| ctx.error(format!("{field}.cidr"), format!("{:?} is not a CIDR", block.cidr)))?;
+    let cidr = parse_cidr(&block.cidr).ok_or_else(|| {
+        ctx.error(
+            format!("{field}.cidr"),
+            format!("{:?} is not a CIDR", block.cidr),
+        )
+    })?;
     let mut except = Vec::new();
-    for (i, text) in block.except.as_deref().unwrap_or_default().iter().enumerate() {
+    for (i, text) in block
+        .except
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let except_field = format!("{field}.except[{i}]");
         let net = parse_cidr(text)
             .ok_or_else(|| ctx.error(&except_field, format!("{text:?} is not a CIDR")))?;
@@ -430,13 +509,20 @@ fn port(
             PortMatch::Any
         }
         Some(IntOrString::Int(number)) => {
-            let start = port_number(*number)
-                .ok_or_else(|| ctx.error(format!("{field}.port"), format!("{number} is out of range (1-65535)")))?;
+            let start = port_number(*number).ok_or_else(|| {
+                ctx.error(
+                    format!("{field}.port"),
+                    format!("{number} is out of range (1-65535)"),
+                )
+            })?;
             let end = match port.end_port {
                 None => start,
                 Some(end) => {
                     let end = port_number(end).ok_or_else(|| {
-                        ctx.error(format!("{field}.endPort"), format!("{end} is out of range (1-65535)"))
+                        ctx.error(
+                            format!("{field}.endPort"),
+                            format!("{end} is out of range (1-65535)"),
+                        )
                     })?;
                     if end < start {
                         return Err(ctx.error(
@@ -477,7 +563,10 @@ fn validate_port_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 15 {
         return Err("is not a port name: it must have 1 to 15 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err("is not a port name: only lower-case letters, digits and '-' are allowed");
     }
     if !name.bytes().any(|b| b.is_ascii_lowercase()) {
@@ -513,4 +602,273 @@ fn selector(
         .map_err(|e| ctx.error(format!("{field}.matchExpressions[{i}]"), e.to_string()))?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Direction, PortMatch};
+
+    fn parse_policy(yaml: &str) -> Result<Policy, ConvertError> {
+        let object: networking::NetworkPolicy = serde_yaml::from_str(yaml).expect("valid YAML");
+        policy(&object, &mut Vec::new())
+    }
+
+    const HEADER: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: ns}\n";
+
+    fn spec(body: &str) -> Policy {
+        parse_policy(&format!("{HEADER}spec:\n{body}")).expect("valid policy")
+    }
+
+    #[test]
+    fn policy_types_default_to_ingress_plus_egress_when_egress_rules_exist() {
+        let p = spec("  podSelector: {}\n");
+        assert_eq!(p.ingress, Some(vec![]));
+        assert_eq!(p.egress, None);
+        let p = spec("  podSelector: {}\n  egress: [{}]\n");
+        assert!(p.ingress.is_some() && p.egress.is_some());
+        let p = spec("  podSelector: {}\n  egress: []\n");
+        assert_eq!(p.egress, None, "an empty egress list is no egress rule");
+    }
+
+    #[test]
+    fn explicit_policy_types_decide_isolation() {
+        let p = spec("  podSelector: {}\n  policyTypes: [Egress]\n  ingress: [{}]\n");
+        assert_eq!(
+            p.ingress, None,
+            "ingress rules are ignored without the Ingress type"
+        );
+        assert_eq!(
+            p.egress,
+            Some(vec![]),
+            "Egress type without rules denies all egress"
+        );
+    }
+
+    #[test]
+    fn empty_from_and_ports_mean_everything() {
+        let p = spec("  podSelector: {}\n  ingress:\n  - from: []\n    ports: []\n");
+        let rule = &p.rules(Direction::Ingress).unwrap()[0];
+        assert_eq!(rule.peers, None);
+        assert!(rule.ports.is_empty());
+    }
+
+    #[test]
+    fn a_peer_with_both_selectors_ands_them_and_pod_only_peers_stay_in_the_namespace() {
+        let p = spec(
+            "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {team: a}}\n      podSelector: {matchLabels: {app: x}}\n    - podSelector: {matchLabels: {app: y}}\n    - namespaceSelector: {}\n",
+        );
+        let peers = p.rules(Direction::Ingress).unwrap()[0]
+            .peers
+            .clone()
+            .unwrap();
+        assert_eq!(
+            peers[0],
+            Peer::Pods(Selection {
+                namespaces: NamespaceScope::Selector(LabelSelector::from_match_labels([(
+                    "team", "a"
+                )])),
+                pods: LabelSelector::from_match_labels([("app", "x")]),
+            })
+        );
+        assert_eq!(
+            peers[1],
+            Peer::Pods(Selection {
+                namespaces: NamespaceScope::Named("ns".into()),
+                pods: LabelSelector::from_match_labels([("app", "y")]),
+            })
+        );
+        assert_eq!(peers[2], Peer::Pods(Selection::all_pods()));
+    }
+
+    #[test]
+    fn ports_default_to_tcp_and_keep_ranges_and_names() {
+        let p = spec(
+            "  podSelector: {}\n  ingress:\n  - ports:\n    - port: 80\n    - {protocol: UDP, port: 1000, endPort: 2000}\n    - {protocol: SCTP, port: diameter}\n    - {protocol: UDP}\n",
+        );
+        let ports = &p.rules(Direction::Ingress).unwrap()[0].ports;
+        assert_eq!(
+            ports[0],
+            PortRule {
+                protocol: Protocol::Tcp,
+                port: PortMatch::Range { start: 80, end: 80 }
+            }
+        );
+        assert_eq!(
+            ports[1],
+            PortRule {
+                protocol: Protocol::Udp,
+                port: PortMatch::Range {
+                    start: 1000,
+                    end: 2000
+                }
+            }
+        );
+        assert_eq!(
+            ports[2],
+            PortRule {
+                protocol: Protocol::Sctp,
+                port: PortMatch::Named("diameter".into())
+            }
+        );
+        assert_eq!(
+            ports[3],
+            PortRule {
+                protocol: Protocol::Udp,
+                port: PortMatch::Any
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_ports_are_rejected_with_the_field() {
+        let cases = [
+            ("{port: 0}", "spec.ingress[0].ports[0].port"),
+            ("{port: \"80\"}", "spec.ingress[0].ports[0].port"),
+            ("{port: Web}", "spec.ingress[0].ports[0].port"),
+            (
+                "{port: http, endPort: 90}",
+                "spec.ingress[0].ports[0].endPort",
+            ),
+            ("{endPort: 90}", "spec.ingress[0].ports[0].endPort"),
+            (
+                "{port: 80, endPort: 65536}",
+                "spec.ingress[0].ports[0].endPort",
+            ),
+        ];
+        for (port, field) in cases {
+            let err = parse_policy(&format!(
+                "{HEADER}spec:\n  podSelector: {{}}\n  ingress:\n  - ports:\n    - {port}\n"
+            ))
+            .expect_err(port);
+            assert_eq!(err.field, field, "{port}");
+            assert_eq!(err.object, "NetworkPolicy ns/p");
+        }
+    }
+
+    #[test]
+    fn ip_block_masks_host_bits_and_rejects_mixed_peers() {
+        let p =
+            spec("  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.1.2.3/16}\n");
+        let peers = p.rules(Direction::Ingress).unwrap()[0]
+            .peers
+            .clone()
+            .unwrap();
+        assert_eq!(
+            peers[0],
+            Peer::Block(IpBlock {
+                cidr: "10.1.0.0/16".parse().unwrap(),
+                except: vec![]
+            })
+        );
+        let err = parse_policy(&format!(
+            "{HEADER}spec:\n  podSelector: {{}}\n  ingress:\n  - from:\n    - ipBlock: {{cidr: 10.0.0.0/8}}\n      podSelector: {{}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "spec.ingress[0].from[0]");
+        let err = parse_policy(&format!(
+            "{HEADER}spec:\n  podSelector: {{}}\n  ingress:\n  - from:\n    - {{}}\n"
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("needs podSelector"));
+        let err = parse_policy(&format!(
+            "{HEADER}spec:\n  podSelector: {{}}\n  ingress:\n  - from:\n    - ipBlock: {{cidr: 10.0.0.1}}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.message.contains("not a CIDR"),
+            "a bare address is not a CIDR"
+        );
+    }
+
+    fn parse_pod(yaml: &str) -> Option<Pod> {
+        let object: core::Pod = serde_yaml::from_str(yaml).expect("valid YAML");
+        pod(&object, &mut Vec::new()).expect("valid pod")
+    }
+
+    #[test]
+    fn pods_take_part_only_with_an_ip_off_the_host_network_and_not_finished() {
+        let base = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n";
+        assert!(parse_pod(&format!(
+            "{base}spec: {{containers: []}}\nstatus: {{podIP: 10.0.0.1}}\n"
+        ))
+        .is_some());
+        assert!(parse_pod(&format!(
+            "{base}spec: {{containers: []}}\nstatus: {{phase: Pending}}\n"
+        ))
+        .is_none());
+        assert!(parse_pod(&format!(
+            "{base}spec: {{hostNetwork: true, containers: []}}\nstatus: {{podIP: 10.0.0.1}}\n"
+        ))
+        .is_none());
+        for phase in ["Succeeded", "Failed"] {
+            assert!(parse_pod(&format!(
+                "{base}spec: {{containers: []}}\nstatus: {{phase: {phase}, podIP: 10.0.0.1}}\n"
+            ))
+            .is_none());
+        }
+    }
+
+    #[test]
+    fn pod_ips_prefer_pod_ips_and_named_ports_come_from_containers() {
+        let pod = parse_pod(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: x}\nspec:\n  nodeName: n1\n  containers:\n  - name: c\n    ports:\n    - {name: http, containerPort: 8080}\n    - {name: dns, containerPort: 53, protocol: UDP}\n    - {containerPort: 9000}\nstatus:\n  podIP: 10.0.0.1\n  podIPs: [{ip: 10.0.0.1}, {ip: 'fd00::1'}]\n",
+        )
+        .unwrap();
+        assert_eq!(pod.ips.len(), 2);
+        assert_eq!(pod.named_port("http", Protocol::Tcp), Some(8080));
+        assert_eq!(pod.named_port("dns", Protocol::Udp), Some(53));
+        assert_eq!(pod.named_port("dns", Protocol::Tcp), None);
+        assert_eq!(pod.node.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn an_unreadable_policy_fails_closed_in_its_directions() {
+        let object: networking::NetworkPolicy = serde_yaml::from_str(&format!(
+            "{HEADER}spec:\n  podSelector: {{matchLabels: {{app: x}}}}\n  egress:\n  - ports:\n    - {{protocol: ICMP}}\n"
+        ))
+        .unwrap();
+        assert!(policy(&object, &mut Vec::new()).is_err());
+        let fallback = policy_fail_closed(&object).unwrap();
+        assert_eq!(fallback.ingress, Some(vec![]));
+        assert_eq!(fallback.egress, Some(vec![]));
+        assert_eq!(
+            fallback.pod_selector,
+            LabelSelector::from_match_labels([("app", "x")])
+        );
+    }
+
+    #[test]
+    fn legacy_annotation_isolates_only_with_default_deny() {
+        let ns = |value: &str| {
+            let yaml = format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n  annotations:\n    {LEGACY_ISOLATION_ANNOTATION}: '{value}'\n"
+            );
+            let object: core::Namespace = serde_yaml::from_str(&yaml).unwrap();
+            let mut warnings = Vec::new();
+            let converted = namespace(&object, &mut warnings);
+            (converted.legacy_default_deny, warnings.len())
+        };
+        assert_eq!(
+            ns(r#"{"ingress": {"isolation": "DefaultDeny"}}"#),
+            (true, 0)
+        );
+        assert_eq!(
+            ns(r#"{"ingress": {"isolation": "DefaultAllow"}}"#),
+            (false, 1)
+        );
+        assert_eq!(ns("not json"), (false, 1));
+    }
+
+    #[test]
+    fn namespaces_get_their_name_label() {
+        let object: core::Namespace = serde_yaml::from_str("metadata: {name: team-a}").unwrap();
+        let ns = namespace(&object, &mut Vec::new());
+        assert_eq!(
+            ns.labels
+                .get("kubernetes.io/metadata.name")
+                .map(String::as_str),
+            Some("team-a")
+        );
+    }
 }

@@ -121,7 +121,10 @@ impl Pod {
     }
 
     pub fn ips_of(&self, family: Family) -> impl Iterator<Item = IpAddr> + '_ {
-        self.ips.iter().copied().filter(move |ip| Family::of(ip) == family)
+        self.ips
+            .iter()
+            .copied()
+            .filter(move |ip| Family::of(ip) == family)
     }
 }
 

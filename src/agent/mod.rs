@@ -1,0 +1,267 @@
+//! The agent's core: source events in, the kernel kept in step.
+//!
+//! One thread owns the index, the incremental compiler and the dataplane, so syncs never
+//! overlap and need no locks. Sources (the Kubernetes watchers or the manifest directory) send
+//! [`SourceEvent`]s; the core coalesces them for `debounce`, then compiles incrementally and
+//! applies. Nothing touches the kernel until every kind has been listed once, so a restart never
+//! applies a partial view or removes rules a previous run left in place.
+
+pub mod files;
+pub mod source;
+mod sync;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::compiler::{Marks, NodeCompiler};
+use crate::dataplane::Dataplane;
+use crate::index::{Change, ClusterIndex};
+use crate::metrics::Metrics;
+use crate::model::ObjectKey;
+
+pub use source::{InvalidPolicy, Kind, SourceEvent};
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node: String,
+    /// How long to gather a burst of changes into one sync.
+    pub debounce: Duration,
+    /// How often to compare the kernel with the desired state and repair drift.
+    pub refresh_interval: Duration,
+    pub marks: Marks,
+    /// Backoff after a failed sync: doubles from `retry_min` up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// Remove everything Palisade owns when told to stop (for uninstalls).
+    pub cleanup_on_exit: bool,
+}
+
+impl AgentConfig {
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            debounce: Duration::from_millis(100),
+            refresh_interval: Duration::from_secs(60),
+            marks: Marks::default(),
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+            cleanup_on_exit: false,
+        }
+    }
+}
+
+pub enum AgentMessage {
+    Source(SourceEvent),
+    /// Stop; leave the rules in place unless `cleanup_on_exit`.
+    Shutdown,
+}
+
+/// Starts the core on its own thread. Send it events; it stops on `Shutdown` or when every
+/// sender is gone.
+pub fn spawn(
+    config: AgentConfig,
+    dataplane: Arc<Dataplane>,
+    metrics: Arc<Metrics>,
+) -> (Sender<AgentMessage>, std::thread::JoinHandle<()>) {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name("palisade-sync".into())
+        .spawn(move || Agent::new(config, dataplane, metrics).run(receiver));
+    match handle {
+        Ok(handle) => (sender, handle),
+        // Without a sync thread there is no agent; this happens only when the OS refuses threads.
+        Err(error) => panic!("cannot start the sync thread: {error}"),
+    }
+}
+
+pub struct Agent {
+    config: AgentConfig,
+    dataplane: Arc<Dataplane>,
+    metrics: Arc<Metrics>,
+    index: ClusterIndex,
+    compiler: Option<NodeCompiler>,
+    /// Index changes the compiler has not seen yet.
+    pending: Vec<Change>,
+    listed: BTreeSet<Kind>,
+    invalid_policies: BTreeMap<ObjectKey, String>,
+    /// When the oldest change not yet in the kernel arrived.
+    dirty_since: Option<Instant>,
+    /// After a failure: rebuild the compiler's state from scratch at the next sync.
+    full_resync: bool,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    next_refresh: Instant,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig, dataplane: Arc<Dataplane>, metrics: Arc<Metrics>) -> Self {
+        let next_refresh = Instant::now() + config.refresh_interval;
+        let backoff = config.retry_min;
+        Self {
+            config,
+            dataplane,
+            metrics,
+            index: ClusterIndex::new(),
+            compiler: None,
+            pending: Vec::new(),
+            listed: BTreeSet::new(),
+            invalid_policies: BTreeMap::new(),
+            dirty_since: None,
+            full_resync: false,
+            retry_at: None,
+            backoff,
+            next_refresh,
+        }
+    }
+
+    pub fn run(mut self, receiver: Receiver<AgentMessage>) {
+        tracing::info!(node = %self.config.node, "waiting for the initial listing of pods, namespaces and policies");
+        loop {
+            let timeout = self
+                .next_deadline()
+                .saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(timeout) {
+                Ok(AgentMessage::Source(event)) => self.ingest(event),
+                Ok(AgentMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.run_due_work();
+        }
+        self.shut_down();
+    }
+
+    fn synced_once_listed(&self) -> bool {
+        Kind::ALL.iter().all(|k| self.listed.contains(k))
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut deadline = far.min(self.next_refresh);
+        if let Some(retry) = self.retry_at {
+            deadline = deadline.min(retry);
+        } else if let Some(since) = self.dirty_since {
+            deadline = deadline.min(since + self.config.debounce);
+        }
+        deadline
+    }
+
+    fn run_due_work(&mut self) {
+        if !self.synced_once_listed() {
+            return;
+        }
+        let now = Instant::now();
+        let sync_due = match (self.retry_at, self.dirty_since) {
+            (Some(retry), _) => now >= retry,
+            (None, Some(since)) => now >= since + self.config.debounce,
+            (None, None) => false,
+        };
+        if sync_due {
+            self.sync();
+        }
+        if Instant::now() >= self.next_refresh {
+            self.next_refresh = Instant::now() + self.config.refresh_interval;
+            if self.retry_at.is_none() && self.compiler.is_some() {
+                self.refresh();
+            }
+        }
+    }
+
+    /// Updates the index; the kernel follows at the next sync.
+    pub fn ingest(&mut self, event: SourceEvent) {
+        self.metrics
+            .watch_events
+            .with_label_values(&[event.kind().as_str()])
+            .inc();
+        let index = &mut self.index;
+        let mut changes: Vec<Change> = Vec::new();
+        match event {
+            SourceEvent::PodsListed(pods) => {
+                changes = index.replace_pods(pods);
+                self.listed.insert(Kind::Pod);
+            }
+            SourceEvent::NamespacesListed(namespaces) => {
+                changes = index.replace_namespaces(namespaces);
+                self.listed.insert(Kind::Namespace);
+            }
+            SourceEvent::PoliciesListed { valid, invalid } => {
+                self.invalid_policies.clear();
+                let mut policies = valid;
+                for bad in invalid {
+                    report_invalid(&bad);
+                    self.invalid_policies.insert(bad.key.clone(), bad.error);
+                    policies.extend(bad.fail_closed);
+                }
+                changes = index.replace_policies(policies);
+                self.listed.insert(Kind::NetworkPolicy);
+            }
+            SourceEvent::PodApplied(pod) => changes.extend(index.upsert_pod(pod)),
+            SourceEvent::PodRemoved(key) => changes.extend(index.remove_pod(&key)),
+            SourceEvent::NamespaceApplied(namespace) => {
+                changes.extend(index.upsert_namespace(namespace))
+            }
+            SourceEvent::NamespaceRemoved(name) => changes.extend(index.remove_namespace(&name)),
+            SourceEvent::PolicyApplied(policy) => {
+                self.invalid_policies.remove(&policy.key);
+                changes.extend(index.upsert_policy(policy));
+            }
+            SourceEvent::PolicyInvalid(bad) => {
+                report_invalid(&bad);
+                self.invalid_policies
+                    .insert(bad.key.clone(), bad.error.clone());
+                changes.extend(match bad.fail_closed {
+                    Some(policy) => index.upsert_policy(policy),
+                    None => index.remove_policy(&bad.key),
+                });
+            }
+            SourceEvent::PolicyRemoved(key) => {
+                self.invalid_policies.remove(&key);
+                changes.extend(index.remove_policy(&key));
+            }
+        }
+        self.metrics.policies.set(gauge(self.index.policy_count()));
+        self.metrics
+            .policies_invalid
+            .set(gauge(self.invalid_policies.len()));
+        if !changes.is_empty() {
+            self.pending.extend(changes);
+            self.dirty_since.get_or_insert_with(Instant::now);
+        }
+        // The first sync after the initial listing must happen even when nothing was listed.
+        if self.compiler.is_none() && self.synced_once_listed() {
+            self.dirty_since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn shut_down(&mut self) {
+        if !self.config.cleanup_on_exit {
+            tracing::info!("stopping; Palisade's rules stay in place");
+            return;
+        }
+        match self.dataplane.cleanup(Default::default()) {
+            Ok(report) => tracing::info!(
+                changes = report.changes,
+                "stopping; removed Palisade's rules and sets"
+            ),
+            Err(error) => tracing::error!(%error, "stopping; removing Palisade's rules failed"),
+        }
+    }
+
+    pub fn index(&self) -> &ClusterIndex {
+        &self.index
+    }
+}
+
+fn report_invalid(bad: &InvalidPolicy) {
+    tracing::warn!(
+        policy = %bad.key,
+        error = %bad.error,
+        fail_closed = bad.fail_closed.is_some(),
+        "invalid NetworkPolicy: it isolates the pods it selects and allows nothing until fixed"
+    );
+}
+
+fn gauge(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}

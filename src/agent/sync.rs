@@ -1,0 +1,179 @@
+//! Compiling and applying: the sync, the periodic refresh, and what they report.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{gauge, Agent};
+use crate::compiler::NodeCompiler;
+use crate::dataplane::{ApplyOptions, ApplyReport, DataplaneError};
+use crate::model::{Direction, Family};
+
+impl Agent {
+    /// Brings the kernel in line with the index: incremental compile, then apply.
+    pub(super) fn sync(&mut self) {
+        let started = self.dirty_since.unwrap_or_else(Instant::now);
+        let compile_started = Instant::now();
+        match &mut self.compiler {
+            Some(compiler) if !self.full_resync => compiler.apply(&self.index, &self.pending),
+            _ => {
+                self.compiler = Some(NodeCompiler::new(
+                    &self.index,
+                    &self.config.node,
+                    self.config.marks,
+                ));
+            }
+        }
+        let pending = std::mem::take(&mut self.pending).len();
+        let compile_time = compile_started.elapsed();
+        let Some(compiler) = &self.compiler else {
+            return;
+        };
+        let result = self
+            .dataplane
+            .apply(compiler.state(), ApplyOptions::default());
+        match result {
+            Ok(report) => {
+                self.record_success(&report, started, compile_time, pending);
+                self.dirty_since = None;
+                self.retry_at = None;
+                self.full_resync = false;
+                self.backoff = self.config.retry_min;
+            }
+            Err(error) => self.record_failure(&error),
+        }
+    }
+
+    fn record_success(
+        &self,
+        report: &ApplyReport,
+        started: Instant,
+        compile_time: Duration,
+        changes_seen: usize,
+    ) {
+        let metrics = &self.metrics;
+        metrics.syncs.inc();
+        metrics
+            .sync_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics.apply_duration.observe(report.elapsed.as_secs_f64());
+        for restore in &report.restores {
+            metrics
+                .restore_calls
+                .with_label_values(&[tool_label(&restore.program)])
+                .inc();
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        metrics
+            .last_successful_sync
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
+        metrics.set_ready(true);
+        if let Some(compiler) = &self.compiler {
+            let state = compiler.state();
+            for family in Family::ALL {
+                let label = [family.to_string()];
+                let family_state = state.family(family);
+                metrics
+                    .rules
+                    .with_label_values(&label)
+                    .set(gauge(family_state.rule_count()));
+                metrics
+                    .chains
+                    .with_label_values(&label)
+                    .set(gauge(family_state.chains.len()));
+                metrics
+                    .ipsets
+                    .with_label_values(&label)
+                    .set(gauge(family_state.ipsets.len()));
+                metrics
+                    .ipset_members
+                    .with_label_values(&label)
+                    .set(gauge(family_state.member_count()));
+            }
+            metrics.local_pods.set(gauge(compiler.local_pod_count()));
+            for direction in Direction::ALL {
+                metrics
+                    .isolated_pods
+                    .with_label_values(&[direction.as_str()])
+                    .set(gauge(compiler.isolated_pod_count(direction)));
+            }
+        }
+        tracing::info!(
+            changes = report.changes,
+            index_changes = changes_seen,
+            compile_us = compile_time.as_micros() as u64,
+            apply_ms = report.elapsed.as_millis() as u64,
+            latency_ms = started.elapsed().as_millis() as u64,
+            "synced"
+        );
+    }
+
+    fn record_failure(&mut self, error: &DataplaneError) {
+        let reason = match error {
+            DataplaneError::InvalidDesiredState { .. } => "invalid-state",
+            DataplaneError::Spawn { .. } => "command-missing",
+            DataplaneError::CommandFailed { program, .. } => {
+                if program.contains("restore") || program == "ipset" {
+                    self.metrics
+                        .restore_errors
+                        .with_label_values(&[tool_label(program)])
+                        .inc();
+                    "restore"
+                } else {
+                    "read"
+                }
+            }
+        };
+        self.metrics.sync_errors.with_label_values(&[reason]).inc();
+        self.metrics.set_ready(false);
+        self.full_resync = true;
+        self.retry_at = Some(Instant::now() + self.backoff);
+        tracing::error!(%error, reason, retry_in_ms = self.backoff.as_millis() as u64, "sync failed; retrying with a full resync");
+        self.backoff = (self.backoff * 2).min(self.config.retry_max);
+    }
+
+    /// Compares the kernel with the desired state and repairs what someone else changed.
+    pub(super) fn refresh(&mut self) {
+        let Some(compiler) = &self.compiler else {
+            return;
+        };
+        match self.dataplane.verify(compiler.state()) {
+            Ok(drift) if drift.is_empty() => tracing::debug!("refresh: the kernel matches"),
+            Ok(drift) => {
+                for (family, chain) in &drift.chains {
+                    tracing::warn!(%family, chain, "drift: chain changed outside Palisade");
+                }
+                for (family, set) in &drift.sets {
+                    tracing::warn!(%family, set, "drift: ipset changed outside Palisade");
+                }
+                for family in &drift.hooks {
+                    tracing::warn!(%family, "drift: FORWARD hook missing");
+                }
+                self.metrics.drift_repairs.inc_by(drift.len() as u64);
+                self.dirty_since.get_or_insert_with(Instant::now);
+                self.sync();
+            }
+            Err(error) => {
+                self.metrics
+                    .sync_errors
+                    .with_label_values(&["refresh"])
+                    .inc();
+                tracing::error!(%error, "refresh could not read the kernel");
+            }
+        }
+    }
+}
+
+/// `iptables-nft-restore` and `iptables-legacy-restore` are both `iptables-restore` to a reader
+/// of the metrics.
+fn tool_label(program: &str) -> &'static str {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    if name.starts_with("ip6tables") {
+        "ip6tables-restore"
+    } else if name.starts_with("iptables") {
+        "iptables-restore"
+    } else {
+        "ipset"
+    }
+}

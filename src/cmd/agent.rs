@@ -1,0 +1,124 @@
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade::agent::{self, AgentConfig, AgentMessage};
+use palisade::dataplane::{resolve_backend, BackendChoice, Dataplane, SystemRunner};
+use palisade::metrics::{self, Metrics};
+
+use super::{EXIT_INVALID_INPUT, EXIT_KERNEL_FAILURE};
+use crate::cli::AgentArgs;
+
+/// How often the manifest-directory source looks for changes.
+const MANIFEST_POLL: Duration = Duration::from_millis(200);
+
+pub fn agent(args: AgentArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::from(EXIT_KERNEL_FAILURE);
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: AgentArgs) -> ExitCode {
+    let marks = match super::marks(&args.marks) {
+        Ok(marks) => marks,
+        Err(code) => return code,
+    };
+    if args.node.is_empty() {
+        tracing::error!("--node (or NODE_NAME) is empty");
+        return ExitCode::from(EXIT_INVALID_INPUT);
+    }
+    let metrics = match Metrics::new() {
+        Ok(m) => m,
+        Err(error) => {
+            tracing::error!(%error, "cannot set up metrics");
+            return ExitCode::from(EXIT_KERNEL_FAILURE);
+        }
+    };
+    let runner = Arc::new(SystemRunner);
+    let backend = match resolve_backend(BackendChoice::from(args.backend), runner.as_ref()) {
+        Ok((backend, _)) => backend,
+        Err(error) => {
+            tracing::error!(%error, "cannot read iptables");
+            return ExitCode::from(EXIT_KERNEL_FAILURE);
+        }
+    };
+    let dataplane = Arc::new(Dataplane::new(runner, backend));
+    let mut config = AgentConfig::new(args.node.clone());
+    config.debounce = args.debounce;
+    config.refresh_interval = args.refresh_interval;
+    config.marks = marks;
+    config.cleanup_on_exit = args.cleanup_on_exit;
+
+    let server = tokio::spawn(metrics::serve(Arc::clone(&metrics), args.metrics_addr));
+    let (sender, core) = agent::spawn(config, dataplane, Arc::clone(&metrics));
+    let stop_files = Arc::new(AtomicBool::new(false));
+    match args.manifests {
+        Some(paths) => {
+            tracing::info!(?paths, node = %args.node, "agent reading manifests");
+            let sender = sender.clone();
+            let stop = Arc::clone(&stop_files);
+            std::thread::spawn(move || agent::files::watch(paths, sender, MANIFEST_POLL, stop));
+        }
+        None => {
+            let client = match palisade::k8s::client().await {
+                Ok(client) => client,
+                Err(error) => {
+                    tracing::error!(%error, "cannot reach Kubernetes");
+                    return ExitCode::from(EXIT_INVALID_INPUT);
+                }
+            };
+            tracing::info!(node = %args.node, "agent watching the API server");
+            tokio::spawn(palisade::k8s::run(
+                client,
+                args.node.clone(),
+                sender.clone(),
+                Arc::clone(&metrics),
+            ));
+        }
+    }
+
+    tokio::select! {
+        signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
+        result = server => {
+            match result {
+                Ok(Err(error)) => tracing::error!(%error, "metrics server stopped"),
+                other => tracing::error!(?other, "metrics server stopped"),
+            }
+            stop_files.store(true, Ordering::SeqCst);
+            let _ = sender.send(AgentMessage::Shutdown);
+            let _ = tokio::task::spawn_blocking(move || core.join()).await;
+            return ExitCode::from(EXIT_KERNEL_FAILURE);
+        }
+    }
+    stop_files.store(true, Ordering::SeqCst);
+    let _ = sender.send(AgentMessage::Shutdown);
+    let _ = tokio::task::spawn_blocking(move || core.join()).await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Compiler behaviour on small clusters built in code. Verdict-level semantics are proven in
+//! `tests/spec_property.rs` against a reference evaluator; these pin the shape of the output.
+
+use std::collections::BTreeSet;
+
+use super::desired::SetEntry;
+use super::*;
+use crate::index::ClusterIndex;
+use crate::model::{
+    Direction, Family, IpBlock, NamedPort, Namespace, NamespaceScope, ObjectKey, Peer, Pod, Policy,
+    PolicyRule, PortMatch, PortRule, Protocol, Selection,
+};
+use crate::selector::{LabelSelector, Labels};
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn pod(ns: &str, name: &str, node: &str, ips: &[&str], pairs: &[(&str, &str)]) -> Pod {
+    Pod {
+        key: ObjectKey::new(ns, name),
+        node: Some(node.into()),
+        ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+        labels: labels(pairs),
+        named_ports: vec![NamedPort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 8080,
+        }],
+    }
+}
+
+fn select(pairs: &[(&str, &str)]) -> LabelSelector {
+    LabelSelector::from_match_labels(pairs.iter().copied())
+}
+
+fn ingress_policy(ns: &str, name: &str, target: &[(&str, &str)], from: Vec<Peer>) -> Policy {
+    Policy {
+        key: ObjectKey::new(ns, name),
+        pod_selector: select(target),
+        ingress: Some(vec![PolicyRule {
+            peers: Some(from),
+            ports: vec![],
+        }]),
+        egress: None,
+    }
+}
+
+fn pods_in(ns: &str, pairs: &[(&str, &str)]) -> Peer {
+    Peer::Pods(Selection {
+        namespaces: NamespaceScope::Named(ns.into()),
+        pods: select(pairs),
+    })
+}
+
+fn cluster() -> ClusterIndex {
+    let mut index = ClusterIndex::new();
+    index.upsert_pod(pod("a", "db", "n1", &["10.0.0.1"], &[("app", "db")]));
+    index.upsert_pod(pod(
+        "a",
+        "web",
+        "n2",
+        &["10.0.0.2", "fd00::2"],
+        &[("app", "web")],
+    ));
+    index.upsert_pod(pod(
+        "a",
+        "api",
+        "n1",
+        &["10.0.0.3", "fd00::3"],
+        &[("app", "api")],
+    ));
+    index
+}
+
+fn members(state: &DesiredState, family: Family) -> BTreeSet<String> {
+    state
+        .family(family)
+        .ipsets
+        .values()
+        .flat_map(|s| s.members.iter().map(SetEntry::to_string))
+        .collect()
+}
+
+#[test]
+fn only_local_isolated_pods_get_chains() {
+    let mut index = cluster();
+    index.upsert_policy(ingress_policy(
+        "a",
+        "db",
+        &[("app", "db")],
+        vec![pods_in("a", &[("app", "web")])],
+    ));
+    let n1 = compile(&index, "n1", Marks::default());
+    let n2 = compile(&index, "n2", Marks::default());
+    let db_chain = naming::pod_chain(&ObjectKey::new("a", "db"), Direction::Ingress);
+    assert!(n1.v4.chains.contains_key(&db_chain));
+    assert!(!n2.v4.chains.contains_key(&db_chain), "db is not on n2");
+    assert!(!n1.v4.chains.contains_key(&naming::pod_chain(
+        &ObjectKey::new("a", "api"),
+        Direction::Ingress
+    )));
+    assert!(n2.v4.ipsets.is_empty(), "n2 references no set");
+    assert_eq!(
+        members(&n1, Family::V4),
+        BTreeSet::from(["10.0.0.2".to_string()])
+    );
+    let v6_chains: Vec<&String> = n1.v6.chains.keys().collect();
+    assert_eq!(
+        v6_chains,
+        [naming::FORWARD_CHAIN],
+        "api has IPv6 but is not isolated; db has no IPv6"
+    );
+}
+
+#[test]
+fn the_legacy_annotation_isolates_every_pod_of_its_namespace_for_ingress_only() {
+    let mut index = cluster();
+    index.upsert_namespace(Namespace {
+        name: "a".into(),
+        labels: Labels::new(),
+        legacy_default_deny: true,
+    });
+    let n1 = NodeCompiler::new(&index, "n1", Marks::default());
+    assert_eq!(n1.isolated_pod_count(Direction::Ingress), 2);
+    assert_eq!(n1.isolated_pod_count(Direction::Egress), 0);
+    assert!(n1.state().v6.chains.contains_key(&naming::pod_chain(
+        &ObjectKey::new("a", "api"),
+        Direction::Ingress
+    )));
+}
+
+#[test]
+fn equal_selectors_share_one_set() {
+    let mut index = cluster();
+    index.upsert_policy(ingress_policy(
+        "a",
+        "p1",
+        &[("app", "db")],
+        vec![pods_in("a", &[("app", "web")])],
+    ));
+    index.upsert_policy(ingress_policy(
+        "a",
+        "p2",
+        &[("app", "api")],
+        vec![pods_in("a", &[("app", "web")])],
+    ));
+    let state = compile(&index, "n1", Marks::default());
+    assert_eq!(state.v4.ipsets.len(), 1);
+    assert_eq!(
+        state.v6.ipsets.len(),
+        1,
+        "api is dual-stack, so its policy chain exists in IPv6 too"
+    );
+}
+
+#[test]
+fn ip_blocks_only_exist_in_their_family() {
+    let mut index = cluster();
+    let block = |cidr: &str| {
+        Peer::Block(IpBlock {
+            cidr: cidr.parse().unwrap(),
+            except: vec![],
+        })
+    };
+    index.upsert_policy(ingress_policy(
+        "a",
+        "p",
+        &[("app", "api")],
+        vec![block("192.168.0.0/16")],
+    ));
+    let state = compile(&index, "n1", Marks::default());
+    assert_eq!(state.v4.ipsets.len(), 1);
+    assert!(state.v6.ipsets.is_empty());
+    let policy_chain =
+        &state.v6.chains[&naming::policy_chain(&ObjectKey::new("a", "p"), Direction::Ingress)];
+    assert!(
+        policy_chain.rules.is_empty(),
+        "an IPv4 block allows nothing over IPv6"
+    );
+}
+
+#[test]
+fn named_ports_resolve_on_the_selected_pod_for_ingress() {
+    let mut index = cluster();
+    index.upsert_policy(Policy {
+        key: ObjectKey::new("a", "p"),
+        pod_selector: select(&[("app", "api")]),
+        ingress: Some(vec![PolicyRule {
+            peers: None,
+            ports: vec![PortRule {
+                protocol: Protocol::Tcp,
+                port: PortMatch::Named("http".into()),
+            }],
+        }]),
+        egress: None,
+    });
+    let state = compile(&index, "n1", Marks::default());
+    assert_eq!(
+        members(&state, Family::V4),
+        BTreeSet::from(["10.0.0.3,tcp:8080".to_string()])
+    );
+    assert_eq!(
+        members(&state, Family::V6),
+        BTreeSet::from(["fd00::3,tcp:8080".to_string()])
+    );
+}
+
+#[test]
+fn a_label_change_moves_only_set_members() {
+    let mut index = cluster();
+    index.upsert_policy(ingress_policy(
+        "a",
+        "db",
+        &[("app", "db")],
+        vec![pods_in("a", &[("role", "client")])],
+    ));
+    let mut compiler = NodeCompiler::new(&index, "n1", Marks::default());
+    let chains_before = compiler.state().v4.chains.clone();
+    let change = index
+        .upsert_pod(pod(
+            "a",
+            "web",
+            "n2",
+            &["10.0.0.2", "fd00::2"],
+            &[("app", "web"), ("role", "client")],
+        ))
+        .unwrap();
+    compiler.apply(&index, &[change]);
+    assert_eq!(compiler.state().v4.chains, chains_before);
+    assert_eq!(
+        members(compiler.state(), Family::V4),
+        BTreeSet::from(["10.0.0.2".to_string()])
+    );
+    assert_eq!(compiler.state(), &compile(&index, "n1", Marks::default()));
+}
+
+#[test]
+fn marks_must_be_distinct_single_bits_clear_of_kube_proxy() {
+    assert!(Marks::new(0x10_0000, 0x20_0000).is_ok());
+    assert_eq!(
+        Marks::new(0x3, 0x20_0000),
+        Err(MarksError::NotASingleBit(0x3))
+    );
+    assert_eq!(
+        Marks::new(0x4000, 0x20_0000),
+        Err(MarksError::KubeProxy(0x4000))
+    );
+    assert_eq!(Marks::new(0x10, 0x10), Err(MarksError::Same));
+}

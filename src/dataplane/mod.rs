@@ -1,0 +1,68 @@
+//! Makes the kernel match a desired state: Palisade's ipsets and filter-table chains, and the
+//! one FORWARD hook that leads to them. It reads what is there, writes only the difference
+//! (one `ipset restore` and one `iptables-restore --noflush` transaction per family on the
+//! usual path), and never touches a chain or set without Palisade's prefix.
+//!
+//! Every command goes through a [`CommandRunner`], so the whole layer can be driven by a
+//! [`RecordingRunner`] in tests or pointed at a network namespace with a [`NetnsRunner`].
+
+mod apply;
+pub mod backend;
+mod cleanup;
+mod error;
+pub mod exec;
+mod ipset_save;
+mod iptables_save;
+mod plan;
+mod read;
+pub mod recording;
+mod restore;
+mod set_members;
+mod validate;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use apply::{ApplyOptions, ApplyReport, Restore};
+pub use backend::{detect_backend, resolve_backend, Backend, BackendChoice, BackendReason};
+pub use cleanup::CleanupReport;
+pub use error::DataplaneError;
+pub use exec::{CommandOutput, CommandRunner, NetnsRunner, SystemRunner};
+pub use plan::FamilyStats;
+pub use recording::{RecordedCall, RecordingRunner};
+pub use restore::{Stage, HOOK_RULE};
+pub use verify::Drift;
+
+/// The kernel side of Palisade for one node and one iptables backend.
+pub struct Dataplane {
+    runner: Arc<dyn CommandRunner>,
+    backend: Backend,
+    /// Apply and cleanup read, then write: two running at once (an event-driven apply and
+    /// the periodic refresh) would each write a diff computed before the other's writes.
+    writer: Mutex<()>,
+}
+
+impl Dataplane {
+    /// `backend` comes from [`resolve_backend`]; it is fixed for the life of the process,
+    /// as the node's backend does not change under a running agent.
+    pub fn new(runner: Arc<dyn CommandRunner>, backend: Backend) -> Self {
+        Self {
+            runner,
+            backend,
+            writer: Mutex::new(()),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn serialize(&self) -> MutexGuard<'_, ()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,67 @@
+//! Read-only comparison of the kernel with a desired state: what the agent's periodic refresh
+//! uses to notice (and count) objects someone else changed, before repairing them with apply.
+
+use crate::compiler::desired::DesiredState;
+use crate::model::Family;
+
+use super::error::DataplaneError;
+use super::read::plan_both_families;
+use super::Dataplane;
+
+/// Objects that differ from the desired state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drift {
+    /// Chains missing, different, or present but no longer desired.
+    pub chains: Vec<(Family, String)>,
+    /// Sets missing, with other members or type, or present but no longer desired.
+    pub sets: Vec<(Family, String)>,
+    /// Families whose FORWARD hook is missing, or present without a desired `PAL-FORWARD`.
+    pub hooks: Vec<Family>,
+}
+
+impl Drift {
+    /// How many objects differ: the number of drift repairs an apply would make.
+    pub fn len(&self) -> usize {
+        self.chains.len() + self.sets.len() + self.hooks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Dataplane {
+    /// Compares without writing: three reads, no restore. Waits for a running apply, whose
+    /// half-done writes would otherwise count as drift.
+    pub fn verify(&self, desired: &DesiredState) -> Result<Drift, DataplaneError> {
+        let _no_writer = self.serialize();
+        let plans = plan_both_families(self.runner.as_ref(), self.backend, desired)?;
+        let mut drift = Drift::default();
+        for (family, plan) in plans {
+            let Some(plan) = plan else { continue };
+            let chains = plan.write_chains.iter().chain(&plan.delete_chains);
+            drift
+                .chains
+                .extend(chains.map(|name| (family, name.clone())));
+            let sets = plan
+                .create_sets
+                .iter()
+                .chain(plan.edit_sets.keys())
+                .chain(plan.replace_sets.iter().map(|r| &r.name))
+                .chain(&plan.destroy_sets);
+            drift.sets.extend(sets.map(|name| (family, name.clone())));
+            if plan.insert_hook || !plan.remove_hooks.is_empty() {
+                drift.hooks.push(family);
+            }
+        }
+        if !drift.is_empty() {
+            tracing::info!(
+                chains = drift.chains.len(),
+                sets = drift.sets.len(),
+                hooks = drift.hooks.len(),
+                "dataplane drift found"
+            );
+        }
+        Ok(drift)
+    }
+}
