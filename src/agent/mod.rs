@@ -265,3 +265,6 @@ fn report_invalid(bad: &InvalidPolicy) {
 fn gauge(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,57 @@
+# Palisade's build and test entry points. `make demo` and `make test` are the two commands the
+# README promises; both need root (network namespaces, iptables, ipset).
+
+CARGO ?= cargo
+IMAGE_REPOSITORY ?= palisade
+IMAGE_TAG ?= dev
+export CARGO_TERM_COLOR ?= never
+
+# nextest runs each test in its own process, in parallel; plain cargo test is the fallback.
+TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo "test --no-fail-fast")
+
+.PHONY: build lint test test-rust bench bench-quick demo apiserver chart-tools test-chart manifests image kind-e2e
+
+build:
+	$(CARGO) build --release --bins
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+# The real kube-apiserver the agent and chart tests run against; cached outside the repository.
+apiserver:
+	integration/apiserver/build.sh >/dev/null
+
+test: lint apiserver test-rust bench-quick test-chart
+
+test-rust:
+	$(CARGO) build --release --all-targets
+	$(CARGO) $(TEST_RUNNER) --release
+
+bench:
+	$(CARGO) bench --bench compile
+
+bench-quick:
+	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench compile
+
+# The seed walkthrough with real packets between network namespaces (root).
+demo:
+	$(CARGO) build --release --bins --example demo
+	target/release/examples/demo
+
+chart-tools:
+	integration/chart/install-tools.sh
+
+test-chart: build
+	integration/chart/test-chart.sh
+	integration/chart/test-install.sh
+
+manifests:
+	integration/chart/render-manifests.sh
+
+image:
+	docker build -t $(IMAGE_REPOSITORY):$(IMAGE_TAG) .
+
+kind-e2e: image
+	PALISADE_IMAGE_REPOSITORY=$(IMAGE_REPOSITORY) PALISADE_IMAGE_TAG=$(IMAGE_TAG) SKIP_BUILD=1 \
+		integration/chart/kind-e2e.sh

@@ -1,0 +1,145 @@
+//! The core's scheduling and bookkeeping, driven directly with a recording runner: what it
+//! sends to the kernel, and when.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::dataplane::{Backend, RecordingRunner};
+use crate::model::{Namespace, Pod, Policy, PolicyRule};
+use crate::selector::{LabelSelector, Labels};
+
+fn pod(name: &str, app: &str) -> Pod {
+    Pod {
+        key: ObjectKey::new("default", name),
+        node: Some("n1".into()),
+        ips: vec![format!("10.0.0.{}", name.len() + 1).parse().unwrap()],
+        labels: Labels::from([("app".to_string(), app.to_string())]),
+        named_ports: vec![],
+    }
+}
+
+fn deny_all() -> Policy {
+    Policy {
+        key: ObjectKey::new("default", "deny"),
+        pod_selector: LabelSelector::everything(),
+        ingress: Some(vec![PolicyRule::default()]),
+        egress: None,
+    }
+}
+
+struct Fixture {
+    agent: Agent,
+    runner: Arc<RecordingRunner>,
+    metrics: Arc<Metrics>,
+}
+
+fn fixture() -> Fixture {
+    let runner = Arc::new(RecordingRunner::new());
+    let metrics = Metrics::new().unwrap();
+    let dataplane = Arc::new(Dataplane::new(runner.clone(), Backend::Nft));
+    let mut config = AgentConfig::new("n1");
+    config.debounce = Duration::ZERO;
+    config.retry_min = Duration::ZERO;
+    let agent = Agent::new(config, dataplane, Arc::clone(&metrics));
+    Fixture { agent, runner, metrics }
+}
+
+fn list_everything(agent: &mut Agent) {
+    agent.ingest(SourceEvent::NamespacesListed(vec![Namespace {
+        name: "default".into(),
+        labels: Labels::new(),
+        legacy_default_deny: false,
+    }]));
+    agent.ingest(SourceEvent::PodsListed(vec![pod("a", "web"), pod("bb", "db")]));
+    agent.ingest(SourceEvent::PoliciesListed {
+        valid: vec![deny_all()],
+        invalid: vec![],
+    });
+}
+
+#[test]
+fn nothing_touches_the_kernel_until_every_kind_is_listed() {
+    let mut f = fixture();
+    f.agent.ingest(SourceEvent::PodsListed(vec![pod("a", "web")]));
+    f.agent.ingest(SourceEvent::PodApplied(pod("bb", "db")));
+    f.agent.ingest(SourceEvent::NamespacesListed(vec![]));
+    f.agent.run_due_work();
+    assert!(f.runner.calls().is_empty(), "no read or write before the policies are listed");
+    assert!(!f.metrics.is_ready());
+    f.agent.ingest(SourceEvent::PoliciesListed {
+        valid: vec![],
+        invalid: vec![],
+    });
+    f.agent.run_due_work();
+    assert_eq!(f.metrics.syncs.get(), 1, "the first sync happens even with nothing to enforce");
+    assert!(f.metrics.is_ready());
+}
+
+#[test]
+fn a_burst_of_events_is_one_sync() {
+    let mut f = fixture();
+    list_everything(&mut f.agent);
+    f.agent.run_due_work();
+    assert_eq!(f.metrics.syncs.get(), 1);
+    f.runner.clear_calls();
+    for i in 0..50 {
+        let app = if i % 2 == 0 { "web" } else { "api" };
+        f.agent.ingest(SourceEvent::PodApplied(pod("a", app)));
+    }
+    f.agent.run_due_work();
+    assert_eq!(f.metrics.syncs.get(), 2, "fifty events, one sync");
+    let restores = f.runner.restore_calls();
+    assert!(restores.len() <= 3, "one transaction per tool, got {restores:?}");
+    assert_eq!(f.metrics.watch_events.with_label_values(&["pod"]).get(), 51);
+}
+
+#[test]
+fn a_failed_apply_clears_readiness_and_retries_with_a_full_resync() {
+    let mut f = fixture();
+    list_everything(&mut f.agent);
+    f.runner.set_failure("iptables-nft-restore", "iptables-restore: line 3 failed");
+    f.agent.run_due_work();
+    assert_eq!(f.metrics.syncs.get(), 0);
+    assert!(!f.metrics.is_ready());
+    assert_eq!(f.metrics.sync_errors.with_label_values(&["restore"]).get(), 1);
+    assert_eq!(f.metrics.restore_errors.with_label_values(&["iptables-restore"]).get(), 1);
+    assert!(f.agent.retry_at.is_some() && f.agent.full_resync);
+    f.runner.set_output("iptables-nft-restore", "");
+    f.agent.run_due_work();
+    assert_eq!(f.metrics.syncs.get(), 1, "the retry succeeds");
+    assert!(f.metrics.is_ready());
+    assert!(f.agent.retry_at.is_none() && !f.agent.full_resync);
+}
+
+#[test]
+fn invalid_policies_are_counted_and_fail_closed() {
+    let mut f = fixture();
+    list_everything(&mut f.agent);
+    let mut stand_in = deny_all();
+    stand_in.key = ObjectKey::new("default", "broken");
+    f.agent.ingest(SourceEvent::PolicyInvalid(InvalidPolicy {
+        key: stand_in.key.clone(),
+        error: "bad CIDR".into(),
+        fail_closed: Some(stand_in.clone()),
+    }));
+    assert_eq!(f.metrics.policies_invalid.get(), 1);
+    assert_eq!(f.metrics.policies.get(), 2);
+    assert!(f.agent.index().policy(&stand_in.key).is_some(), "the stand-in isolates its pods");
+    let mut fixed = stand_in.clone();
+    fixed.ingress = Some(vec![]);
+    f.agent.ingest(SourceEvent::PolicyApplied(fixed));
+    assert_eq!(f.metrics.policies_invalid.get(), 0);
+    f.agent.ingest(SourceEvent::PolicyRemoved(stand_in.key));
+    assert_eq!(f.metrics.policies.get(), 1);
+}
+
+#[test]
+fn a_relisting_replaces_what_is_known_without_losing_the_rest() {
+    let mut f = fixture();
+    list_everything(&mut f.agent);
+    f.agent.run_due_work();
+    f.agent.ingest(SourceEvent::PodsListed(vec![pod("a", "web")]));
+    assert_eq!(f.agent.index().pod_count(), 1);
+    assert_eq!(f.agent.index().policy_count(), 1, "other kinds are untouched by a pod re-list");
+}
