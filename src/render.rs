@@ -91,8 +91,8 @@ pub fn rule_spec(rule: &Rule) -> String {
     let body = rule_body(rule);
     let mut comment = format!("pal:{} {}", rule_hash(&body), rule.comment);
     truncate_at_char_boundary(&mut comment, MAX_COMMENT_BYTES);
-    // iptables-restore reads double quotes as quoting; keep the comment free of them.
-    let comment = comment.replace(['"', '\\'], "'");
+    // iptables-restore reads double quotes as quoting and a newline as the end of the rule.
+    let comment = comment.replace(['"', '\\'], "'").replace(['\n', '\r'], " ");
     format!("-m comment --comment \"{comment}\" {body}")
 }
 
@@ -106,13 +106,20 @@ fn truncate_at_char_boundary(text: &mut String, max: usize) {
     }
 }
 
+/// The most members a set may hold. The kernel's default (65536) is below what one selector can
+/// match in a large cluster; the limit costs nothing until it is used.
+pub const IPSET_MAXELEM: usize = 1_048_576;
+
 /// The `ipset create` line for a set.
 pub fn ipset_create(name: &str, set: &IpSet) -> String {
     let family = match set.family {
         Family::V4 => "inet",
         Family::V6 => "inet6",
     };
-    format!("create {name} {} family {family}", set.kind.as_str())
+    format!(
+        "create {name} {} family {family} maxelem {IPSET_MAXELEM}",
+        set.kind.as_str()
+    )
 }
 
 /// `ipset restore` input that creates every set of `state` with its members.

@@ -223,12 +223,12 @@ fn fresh_apply_creates_sets_then_chains_then_hook_in_two_calls() {
 
     let expected_sets = "\
 # pal4-b-block: hash:net test set
-create pal4-b-block hash:net family inet
+create pal4-b-block hash:net family inet maxelem 1048576
 add pal4-b-block 172.16.0.9/32
 add pal4-b-block 192.168.0.0/16
 add pal4-b-block 192.168.1.0/24 nomatch
 # pal4-p-pods: hash:ip test set
-create pal4-p-pods hash:ip family inet
+create pal4-p-pods hash:ip family inet maxelem 1048576
 add pal4-p-pods 10.0.0.5
 add pal4-p-pods 10.0.0.6
 ";
@@ -459,7 +459,7 @@ fn a_set_of_the_wrong_type_in_use_is_replaced_through_a_temporary_set() {
             (
                 "ipset".to_string(),
                 format!(
-                    "# {temporary}: hash:net test set\ncreate {temporary} hash:net family inet\n{}",
+                    "# {temporary}: hash:net test set\ncreate {temporary} hash:net family inet maxelem 1048576\n{}",
                     members.replace("{S}", &temporary)
                 )
             ),
@@ -470,7 +470,7 @@ fn a_set_of_the_wrong_type_in_use_is_replaced_through_a_temporary_set() {
             (
                 "ipset".to_string(),
                 format!(
-                    "destroy {BLOCK}\n# {BLOCK}: hash:net test set\ncreate {BLOCK} hash:net family inet\n{}",
+                    "destroy {BLOCK}\n# {BLOCK}: hash:net test set\ncreate {BLOCK} hash:net family inet maxelem 1048576\n{}",
                     members.replace("{S}", BLOCK)
                 )
             ),
@@ -515,7 +515,7 @@ fn a_set_of_the_wrong_type_nobody_uses_is_recreated_in_place() {
         restores(&runner),
         [(
             "ipset".to_string(),
-            "destroy pal4-n-ports\n# pal4-n-ports: hash:ip,port test set\ncreate pal4-n-ports hash:ip,port family inet\nadd pal4-n-ports 10.0.0.5,tcp:8080\n".to_string()
+            "destroy pal4-n-ports\n# pal4-n-ports: hash:ip,port test set\ncreate pal4-n-ports hash:ip,port family inet maxelem 1048576\nadd pal4-n-ports 10.0.0.5,tcp:8080\n".to_string()
         )]
     );
 }
