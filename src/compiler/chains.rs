@@ -235,42 +235,48 @@ pub fn pod_chain(
     rules
 }
 
-/// A local pod as `PAL-FORWARD` sees it.
-pub struct Dispatch<'a> {
-    pub pod: &'a ObjectKey,
-    pub addresses: Vec<std::net::IpAddr>,
-    pub ingress: bool,
-    pub egress: bool,
-}
-
-/// `PAL-FORWARD`: established flows pass (they were checked when they began); then the source's
-/// egress chain and the destination's ingress chain, both in the same traversal, so that traffic
-/// between two pods of this node meets both.
-pub fn forward_chain(pods: &[Dispatch<'_>]) -> Vec<Rule> {
-    let mut rules = vec![Rule::new(
+/// The first rule of `PAL-FORWARD`: established flows pass (they were checked when they began).
+/// After it come the egress jumps of every local pod, then the ingress jumps, so that traffic
+/// between two pods of this node meets both in the same traversal.
+pub fn forward_head() -> Rule {
+    Rule::new(
         vec![Match::CtState(CtState::EstablishedOrRelated)],
         Action::Return,
         "established flows were allowed when they began",
-    )];
-    for pod in pods.iter().filter(|p| p.egress) {
-        for ip in &pod.addresses {
-            rules.push(Rule::new(
-                vec![Match::Source(host_network(*ip))],
-                Action::Jump(naming::pod_chain(pod.pod, Direction::Egress)),
-                format!("{} egress", pod.pod),
-            ));
+    )
+}
+
+/// One local pod's rules in `PAL-FORWARD`: its egress jumps and its ingress jumps.
+pub fn forward_rules(
+    pod: &ObjectKey,
+    addresses: &[std::net::IpAddr],
+    egress: bool,
+    ingress: bool,
+) -> (Vec<Rule>, Vec<Rule>) {
+    let jumps = |isolated: bool, direction: Direction| -> Vec<Rule> {
+        if !isolated {
+            return Vec::new();
         }
-    }
-    for pod in pods.iter().filter(|p| p.ingress) {
-        for ip in &pod.addresses {
-            rules.push(Rule::new(
-                vec![Match::Destination(host_network(*ip))],
-                Action::Jump(naming::pod_chain(pod.pod, Direction::Ingress)),
-                format!("{} ingress", pod.pod),
-            ));
-        }
-    }
-    rules
+        let chain = naming::pod_chain(pod, direction);
+        addresses
+            .iter()
+            .map(|ip| {
+                let address = match direction {
+                    Direction::Egress => Match::Source(host_network(*ip)),
+                    Direction::Ingress => Match::Destination(host_network(*ip)),
+                };
+                Rule::new(
+                    vec![address],
+                    Action::Jump(chain.clone()),
+                    format!("{pod} {direction}"),
+                )
+            })
+            .collect()
+    };
+    (
+        jumps(egress, Direction::Egress),
+        jumps(ingress, Direction::Ingress),
+    )
 }
 
 fn host_network(ip: std::net::IpAddr) -> ipnetwork::IpNetwork {

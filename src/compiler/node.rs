@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-use super::chains::{self, Dispatch};
+use super::chains;
 use super::desired::{Chain, DesiredState, SetEntry};
 use super::naming;
 use super::sets::SetKey;
@@ -59,6 +59,9 @@ pub struct NodeCompiler {
     /// Active sets over a namespace selector, with the namespaces it matches now.
     selector_sets: HashMap<SetKey, HashSet<String>>,
     selector_sets_by_namespace: HashMap<String, HashSet<SetKey>>,
+    /// How many rules each local pod has in `PAL-FORWARD`, (egress, ingress), per family
+    /// (IPv4 first): where to splice when one pod changes.
+    forward_counts: [BTreeMap<ObjectKey, (usize, usize)>; 2],
     /// Namespaces whose selector matches are in `selector_sets`; a pod in any other namespace
     /// has that namespace evaluated first.
     evaluated_namespaces: HashSet<String>,
@@ -76,18 +79,24 @@ impl NodeCompiler {
             named_sets: HashMap::new(),
             selector_sets: HashMap::new(),
             selector_sets_by_namespace: HashMap::new(),
+            forward_counts: [BTreeMap::new(), BTreeMap::new()],
             evaluated_namespaces: index
                 .populated_namespaces()
                 .map(str::to_string)
                 .chain(index.namespaces().map(|ns| ns.name.clone()))
                 .collect(),
         };
+        compiler.state.v4.chains.insert(
+            naming::FORWARD_CHAIN.to_string(),
+            Chain {
+                rules: vec![chains::forward_head()],
+            },
+        );
         let mut local: Vec<ObjectKey> = index.pods_on_node(node).map(|p| p.key.clone()).collect();
         local.sort();
         for key in local {
             compiler.refresh_local_pod(index, &key);
         }
-        compiler.rebuild_forward();
         compiler
     }
 
@@ -161,12 +170,8 @@ impl NodeCompiler {
                 dirty_local.extend(self.local_pods_in(&key.namespace));
             }
         }
-        let mut forward_dirty = false;
         for key in dirty_local {
-            forward_dirty |= self.refresh_local_pod(index, &key);
-        }
-        if forward_dirty {
-            self.rebuild_forward();
+            self.refresh_local_pod(index, &key);
         }
     }
 
@@ -181,15 +186,15 @@ impl NodeCompiler {
 
     // ---- local pods and their chains -------------------------------------------------------
 
-    /// Recomputes a local pod's policies and chains. Returns whether `PAL-FORWARD` must change.
-    fn refresh_local_pod(&mut self, index: &ClusterIndex, key: &ObjectKey) -> bool {
+    /// Recomputes a local pod's policies, chains and dispatch rules.
+    fn refresh_local_pod(&mut self, index: &ClusterIndex, key: &ObjectKey) {
         let new = index
             .pod(key)
             .filter(|pod| pod.node.as_deref() == Some(self.node.as_str()))
             .map(|pod| self.local_pod(index, pod));
         let old = self.local.get(key).cloned();
         if old == new {
-            return false;
+            return;
         }
         // Take the new references before dropping the old so shared sets are not rebuilt.
         if let Some(new) = &new {
@@ -235,7 +240,7 @@ impl NodeCompiler {
                 }
             }
         }
-        let forward_changed = match (&old, &new) {
+        let dispatch_changed = match (&old, &new) {
             (Some(old), Some(new)) => {
                 old.ips != new.ips
                     || old.ingress.is_some() != new.ingress.is_some()
@@ -248,7 +253,9 @@ impl NodeCompiler {
             Some(pod) => self.local.insert(key.clone(), pod),
             None => self.local.remove(key),
         };
-        forward_changed
+        if dispatch_changed {
+            self.update_forward(key);
+        }
     }
 
     fn local_pod(&self, index: &ClusterIndex, pod: &Pod) -> LocalPod {
@@ -274,32 +281,59 @@ impl NodeCompiler {
         }
     }
 
-    fn rebuild_forward(&mut self) {
-        for family in Family::ALL {
-            let pods: Vec<Dispatch<'_>> = self
-                .local
-                .iter()
-                .map(|(key, pod)| Dispatch {
-                    pod: key,
-                    addresses: pod
-                        .ips
+    /// Replaces one local pod's rules in `PAL-FORWARD` in place: the chain keeps every pod's
+    /// egress jumps, then every pod's ingress jumps, each group in pod order.
+    fn update_forward(&mut self, key: &ObjectKey) {
+        let pod = self.local.get(key);
+        for (slot, family) in Family::ALL.into_iter().enumerate() {
+            let addresses: Vec<IpAddr> = pod
+                .map(|p| {
+                    p.ips
                         .iter()
                         .copied()
                         .filter(|ip| Family::of(ip) == family)
-                        .collect(),
-                    ingress: pod.ingress.is_some(),
-                    egress: pod.egress.is_some(),
+                        .collect()
                 })
-                .collect();
-            let has_pods = pods.iter().any(|p| !p.addresses.is_empty());
-            let chains = &mut self.state.family_mut(family).chains;
-            // IPv4 always carries the dispatch chain so the hook has a target; IPv6 only once
+                .unwrap_or_default();
+            let (egress, ingress) = match pod {
+                Some(p) => {
+                    chains::forward_rules(key, &addresses, p.egress.is_some(), p.ingress.is_some())
+                }
+                None => (Vec::new(), Vec::new()),
+            };
+            // IPv4 always carries the dispatch chain so the hook has a target; IPv6 only while
             // this node has IPv6 pods.
-            if family == Family::V4 || has_pods {
-                let rules = chains::forward_chain(&pods);
-                chains.insert(naming::FORWARD_CHAIN.to_string(), Chain { rules });
-            } else {
+            let wanted = family == Family::V4
+                || self
+                    .local
+                    .values()
+                    .any(|p| p.ips.iter().any(|ip| Family::of(ip) == family));
+            let counts = &mut self.forward_counts[slot];
+            let chains = &mut self.state.family_mut(family).chains;
+            if !wanted {
                 chains.remove(naming::FORWARD_CHAIN);
+                counts.clear();
+                continue;
+            }
+            let chain = chains
+                .entry(naming::FORWARD_CHAIN.to_string())
+                .or_insert_with(|| Chain {
+                    rules: vec![chains::forward_head()],
+                });
+            let (old_egress, old_ingress) = counts.get(key).copied().unwrap_or((0, 0));
+            let egress_before: usize = counts.range(..key.clone()).map(|(_, (e, _))| e).sum();
+            let ingress_before: usize = counts.range(..key.clone()).map(|(_, (_, i))| i).sum();
+            let egress_total: usize =
+                counts.values().map(|(e, _)| e).sum::<usize>() - old_egress + egress.len();
+            let new_counts = (egress.len(), ingress.len());
+            let start = 1 + egress_before;
+            chain.rules.splice(start..start + old_egress, egress);
+            let start = 1 + egress_total + ingress_before;
+            chain.rules.splice(start..start + old_ingress, ingress);
+            if new_counts == (0, 0) {
+                counts.remove(key);
+            } else {
+                counts.insert(key.clone(), new_counts);
             }
         }
     }
@@ -392,7 +426,20 @@ impl NodeCompiler {
         if let Some(selection) = key.selection() {
             self.watch_selection(index, &key, selection.clone());
         }
-        let set = key.build(index, family);
+        let set = match key.selection().map(|s| &s.namespaces) {
+            Some(NamespaceScope::Named(ns)) => {
+                key.build(index, family, std::iter::once(ns.as_str()))
+            }
+            Some(NamespaceScope::Selector(_)) => {
+                let namespaces = self.selector_sets.get(&key);
+                key.build(
+                    index,
+                    family,
+                    namespaces.into_iter().flatten().map(String::as_str),
+                )
+            }
+            None => key.build(index, family, std::iter::empty()),
+        };
         self.state
             .family_mut(family)
             .ipsets
@@ -431,12 +478,27 @@ impl NodeCompiler {
                 if self.selector_sets.contains_key(key) {
                     return;
                 }
-                let matching: HashSet<String> = index
+                // Every namespace this compiler has evaluated must be evaluated for the new set
+                // too, even one that is empty now: a pod may return to it later.
+                let populated: Vec<String> = index
                     .populated_namespaces()
+                    .filter(|ns| !self.evaluated_namespaces.contains(*ns))
                     .map(str::to_string)
-                    .chain(index.namespaces().map(|ns| ns.name.clone()))
-                    .filter(|ns| selector.matches(&index.namespace_labels(ns)))
                     .collect();
+                self.evaluated_namespaces.extend(populated);
+                let mut matching: HashSet<String> = index
+                    .namespaces()
+                    .filter(|ns| selector.matches(&ns.labels))
+                    .map(|ns| ns.name.clone())
+                    .collect();
+                matching.extend(
+                    self.evaluated_namespaces
+                        .iter()
+                        .filter(|ns| index.namespace(ns).is_none())
+                        .filter(|ns| selector.matches(&crate::model::namespace_name_labels(ns)))
+                        .cloned(),
+                );
+
                 for ns in &matching {
                     self.selector_sets_by_namespace
                         .entry(ns.clone())
@@ -525,14 +587,18 @@ impl NodeCompiler {
                     Some(pod) if self.in_selection(&key, pod) => key.pod_entries(pod, family),
                     _ => Vec::new(),
                 };
+                // The set holds the old entries only if the old pod was in the selection.
                 let stale: Vec<SetEntry> = match before {
-                    Some(pod) => key
+                    Some(pod) if self.in_selection(&key, pod) => key
                         .pod_entries(pod, family)
                         .into_iter()
                         .filter(|e| !wanted.contains(e))
                         .collect(),
-                    None => Vec::new(),
+                    _ => Vec::new(),
                 };
+                if stale.is_empty() && wanted.is_empty() {
+                    continue;
+                }
                 self.reconcile_entries(index, &key, family, stale, wanted, after.or(before));
             }
         }

@@ -75,17 +75,36 @@ impl SetKey {
         }
     }
 
-    /// The set with its members computed from scratch.
-    pub fn build(&self, index: &ClusterIndex, family: Family) -> IpSet {
+    /// The set with its members computed from scratch. `namespaces` are the namespaces the
+    /// selection covers (resolved by the caller, who keeps them for later updates).
+    pub fn build<'a>(
+        &self,
+        index: &ClusterIndex,
+        family: Family,
+        namespaces: impl Iterator<Item = &'a str>,
+    ) -> IpSet {
         let mut members = BTreeSet::new();
         match self {
             SetKey::Block(block) => members.extend(block_entries(block)),
             SetKey::Pods(selection) | SetKey::NamedPort { selection, .. } => {
-                for_each_candidate(index, self, selection, |pod| {
-                    if selection_contains(index, selection, pod) {
+                let mut add = |pod: &Pod| {
+                    if selection.pods.matches(&pod.labels) {
                         members.extend(self.pod_entries(pod, family));
                     }
-                });
+                };
+                match (self, &selection.namespaces) {
+                    // Every namespace: the pods that have the port name are the fewer.
+                    (SetKey::NamedPort { name, .. }, NamespaceScope::Selector(all))
+                        if all.is_everything() =>
+                    {
+                        index.pods_with_port_name(name).for_each(|p| add(p))
+                    }
+                    _ => {
+                        for namespace in namespaces {
+                            index.pods_in_namespace(namespace).for_each(|p| add(p));
+                        }
+                    }
+                }
             }
         }
         IpSet {
@@ -114,40 +133,6 @@ impl SetKey {
             SetKey::Block(_) => Vec::new(),
         }
     }
-}
-
-/// Visits the pods that may be in `selection`, using the narrowest index at hand.
-fn for_each_candidate(
-    index: &ClusterIndex,
-    key: &SetKey,
-    selection: &Selection,
-    mut visit: impl FnMut(&Pod),
-) {
-    match (&selection.namespaces, key) {
-        (NamespaceScope::Named(ns), _) => index.pods_in_namespace(ns).for_each(|p| visit(p)),
-        (NamespaceScope::Selector(_), SetKey::NamedPort { name, .. }) => {
-            index.pods_with_port_name(name).for_each(|p| visit(p))
-        }
-        (NamespaceScope::Selector(ns_selector), _) => {
-            for ns in index.populated_namespaces() {
-                if ns_selector.matches(&index.namespace_labels(ns)) {
-                    index.pods_in_namespace(ns).for_each(|p| visit(p));
-                }
-            }
-        }
-    }
-}
-
-pub fn namespace_in_scope(index: &ClusterIndex, scope: &NamespaceScope, namespace: &str) -> bool {
-    match scope {
-        NamespaceScope::Named(ns) => ns == namespace,
-        NamespaceScope::Selector(selector) => selector.matches(&index.namespace_labels(namespace)),
-    }
-}
-
-pub fn selection_contains(index: &ClusterIndex, selection: &Selection, pod: &Pod) -> bool {
-    selection.pods.matches(&pod.labels)
-        && namespace_in_scope(index, &selection.namespaces, &pod.key.namespace)
 }
 
 /// `hash:net` cannot hold a /0, so a whole address space becomes its two halves. An `except`
@@ -207,26 +192,40 @@ mod tests {
 
     #[test]
     fn block_excepts_become_nomatch_entries() {
-        let set = SetKey::Block(block("10.0.0.0/8", &["10.1.0.0/16"]))
-            .build(&ClusterIndex::new(), Family::V4);
+        let set = SetKey::Block(block("10.0.0.0/8", &["10.1.0.0/16"])).build(
+            &ClusterIndex::new(),
+            Family::V4,
+            std::iter::empty(),
+        );
         let text: Vec<String> = set.members.iter().map(|m| m.to_string()).collect();
         assert_eq!(text, ["10.0.0.0/8", "10.1.0.0/16 nomatch"]);
     }
 
     #[test]
     fn a_whole_address_space_is_split_in_halves() {
-        let set = SetKey::Block(block("0.0.0.0/0", &[])).build(&ClusterIndex::new(), Family::V4);
+        let set = SetKey::Block(block("0.0.0.0/0", &[])).build(
+            &ClusterIndex::new(),
+            Family::V4,
+            std::iter::empty(),
+        );
         let text: Vec<String> = set.members.iter().map(|m| m.to_string()).collect();
         assert_eq!(text, ["0.0.0.0/1", "128.0.0.0/1"]);
-        let set = SetKey::Block(block("::/0", &[])).build(&ClusterIndex::new(), Family::V6);
+        let set = SetKey::Block(block("::/0", &[])).build(
+            &ClusterIndex::new(),
+            Family::V6,
+            std::iter::empty(),
+        );
         let text: Vec<String> = set.members.iter().map(|m| m.to_string()).collect();
         assert_eq!(text, ["::/1", "8000::/1"]);
     }
 
     #[test]
     fn an_except_covering_the_block_empties_it() {
-        let set = SetKey::Block(block("10.0.0.0/8", &["10.0.0.0/8"]))
-            .build(&ClusterIndex::new(), Family::V4);
+        let set = SetKey::Block(block("10.0.0.0/8", &["10.0.0.0/8"])).build(
+            &ClusterIndex::new(),
+            Family::V4,
+            std::iter::empty(),
+        );
         assert!(set.members.is_empty());
     }
 }

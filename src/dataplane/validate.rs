@@ -7,7 +7,6 @@
 use crate::compiler::desired::FamilyState;
 use crate::compiler::naming::{is_owned_chain, set_prefix, MAX_CHAIN_NAME, MAX_SET_NAME};
 use crate::model::Family;
-use crate::render::rule_spec;
 
 use super::error::DataplaneError;
 use super::set_members::entry_fits;
@@ -155,7 +154,7 @@ mod tests {
         .contains("pal4-p 1"));
         // A line break in a comment cannot smuggle a rule in: rendering folds it into a space.
         let newline = Rule::new(vec![], Action::Accept, "evil\n-A FORWARD -j DROP");
-        assert!(!rule_spec(&newline).contains('\n'));
+        assert!(!crate::render::rule_spec(&newline).contains('\n'));
     }
 
     #[test]

@@ -1,0 +1,1633 @@
+//! End to end: real packets, a real kube-apiserver, and one `palisade agent` per node
+//! namespace, exactly as a DaemonSet runs it (watchers, debounce, incremental apply, refresh).
+//!
+//! - `apiserver_agents_end_to_end`: one apiserver + a two-node cluster shared by phases that
+//!   each start from "no policies": every kind of change enforced within 1 s (timed with
+//!   probes), an invalid policy (Event, metric, fail-closed), drift repair, agent restarts
+//!   under continuous probing (zero wrong verdicts), event-to-kernel latency of 50 label
+//!   changes, and a 10 s apiserver outage (no verdict changes, changes after it applied).
+//!   A failing phase is reported, the cluster is reset, and the next phase runs.
+//! - `manifest_agents_follow_file_changes`: the agent's `--manifests` source, no apiserver.
+//! - unit tests of the metrics text-format parser live in `e2e/metrics.rs`.
+//!
+//! Everything but the parser tests needs root (network namespaces); without it each test
+//! prints "skipping: needs root" and passes. The root tests take a lock so that they do not
+//! run at the same time as each other (their timing checks share 2 cores).
+
+#[path = "harness/mod.rs"]
+// The harness is shared with other targets; this one uses part of it.
+#[allow(dead_code)]
+mod harness;
+
+#[path = "e2e/mod.rs"]
+mod e2e;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use e2e::agent::{self, Agent, Source as AgentSource};
+use e2e::apiserver::ApiServer;
+use e2e::kube;
+use e2e::verdicts::{self, Expectation, FlipTiming, Sampling, Tally};
+use e2e::{median_and_max, ms, RunDir};
+use harness::cluster::{Binaries, Cluster, NamedPort, PodSpec, Proto};
+use harness::netns;
+use harness::probe::{Probe, Source};
+
+/// The root tests of this target run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// What "enforced quickly" means for every change.
+const ENFORCEMENT_LIMIT: Duration = Duration::from_secs(1);
+/// How long to keep probing after that limit, to report how late a late change was.
+const OVERTIME: Duration = Duration::from_secs(5);
+
+fn binaries() -> Binaries {
+    Binaries {
+        palisade: std::env::var_os("PALISADE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_palisade"))),
+        netprobe: PathBuf::from(env!("CARGO_BIN_EXE_palisade-netprobe")),
+    }
+}
+
+fn has_root(test: &str) -> bool {
+    if netns::is_root() {
+        return true;
+    }
+    println!("skipping {test}: needs root");
+    false
+}
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    // A panic in the other test poisons the lock; the lock itself is still fine.
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn pod_spec(
+    namespace: &str,
+    name: &str,
+    node: usize,
+    labels: &[(&str, &str)],
+    tcp: &[u16],
+    udp: &[u16],
+    named: &[(&str, Proto, u16)],
+) -> PodSpec {
+    let mut spec = PodSpec::new(namespace, name, node);
+    spec.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    spec.tcp = tcp.to_vec();
+    spec.udp = udp.to_vec();
+    spec.named_ports = named
+        .iter()
+        .map(|(name, proto, port)| NamedPort {
+            name: name.to_string(),
+            proto: *proto,
+            port: *port,
+        })
+        .collect();
+    spec
+}
+
+/// web/server (node 2: tcp/80 named http, udp/53 named dns), web/peer (node 1), client/a
+/// (node 1, role=frontend), client/b (node 2, role=backend): same-node and cross-node pairs.
+fn baseline_pods() -> Vec<PodSpec> {
+    vec![
+        pod_spec(
+            "web",
+            "server",
+            2,
+            &[("app", "server")],
+            &[80],
+            &[53],
+            &[("http", Proto::Tcp, 80), ("dns", Proto::Udp, 53)],
+        ),
+        pod_spec(
+            "web",
+            "peer",
+            1,
+            &[("app", "peer")],
+            &[80],
+            &[],
+            &[("http", Proto::Tcp, 80)],
+        ),
+        pod_spec("client", "a", 1, &[("role", "frontend")], &[80], &[], &[]),
+        pod_spec("client", "b", 2, &[("role", "backend")], &[80], &[], &[]),
+    ]
+}
+
+fn expectation(lines: &[&str]) -> Result<Expectation> {
+    Expectation::new(lines)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policies used by the apiserver test.
+// ---------------------------------------------------------------------------------------------
+
+/// web/server admits pods labelled `role` from namespaces labelled team=client, on `ports`.
+fn server_ingress(role: &str, ports: Value) -> Value {
+    kube::policy(
+        "web",
+        "server-ingress",
+        json!({
+            "podSelector": {"matchLabels": {"app": "server"}},
+            "ingress": [{
+                "from": [{
+                    "namespaceSelector": {"matchLabels": {"team": "client"}},
+                    "podSelector": {"matchLabels": {"role": role}},
+                }],
+                "ports": ports,
+            }],
+        }),
+    )
+}
+
+/// The steady state of the robustness phases: allowed and denied verdicts on both nodes, in
+/// both directions (ingress on node 2 and node 1, egress on node 1).
+fn steady_policies() -> Vec<Value> {
+    vec![
+        server_ingress("backend", json!([{"port": "http"}])),
+        kube::policy(
+            "web",
+            "peer-ingress",
+            json!({
+                "podSelector": {"matchLabels": {"app": "peer"}},
+                "ingress": [{"from": [{"podSelector": {}}]}],
+            }),
+        ),
+        kube::policy(
+            "client",
+            "frontend-egress",
+            json!({
+                "podSelector": {"matchLabels": {"role": "frontend"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "web"}}}]}],
+            }),
+        ),
+    ]
+}
+
+const STEADY: &[&str] = &[
+    "allow * -> *",
+    "deny * -> web/server",
+    "allow client/b -> web/server tcp",
+    "deny * -> web/peer",
+    "allow web/server -> web/peer",
+    "deny client/a -> *",
+    "allow node/* -> *",
+];
+
+// ---------------------------------------------------------------------------------------------
+// The shared world of the apiserver test.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct PhaseResult {
+    name: String,
+    elapsed: Duration,
+    outcome: Result<(), String>,
+}
+
+#[derive(Default)]
+struct Report {
+    phases: Vec<PhaseResult>,
+    /// `(change, timing)`.
+    enforcement: Vec<(String, FlipTiming)>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        println!("  {text}");
+        self.notes.push(text);
+    }
+
+    fn timed(&mut self, change: &str, timing: FlipTiming) {
+        println!(
+            "  {change}: enforced for probes launched {} after the change (round done at {}, {} rounds{})",
+            ms(timing.launched),
+            ms(timing.finished),
+            timing.rounds,
+            if timing.flaps > 0 {
+                format!(", {} early round(s) flapped", timing.flaps)
+            } else {
+                String::new()
+            }
+        );
+        self.enforcement.push((change.to_string(), timing));
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from("\n======== agent_e2e report ========\nphases:\n");
+        for phase in &self.phases {
+            out.push_str(&format!(
+                "  {:<44} {:>7.1}s  {}\n",
+                phase.name,
+                phase.elapsed.as_secs_f64(),
+                match &phase.outcome {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
+                }
+            ));
+        }
+        out.push_str(
+            "enforcement (change -> probes launched after it that saw the new verdicts):\n",
+        );
+        for (change, timing) in &self.enforcement {
+            out.push_str(&format!(
+                "  {:<52} {:>6}  (round done {:>6})\n",
+                change,
+                ms(timing.launched),
+                ms(timing.finished)
+            ));
+        }
+        out.push_str("notes:\n");
+        for note in &self.notes {
+            out.push_str(&format!("  {note}\n"));
+        }
+        out
+    }
+}
+
+struct World {
+    // Dropped in this order: agents, apiserver, cluster, scratch directory.
+    agents: Vec<Agent>,
+    api: ApiServer,
+    cluster: Cluster,
+    run: RunDir,
+    report: Report,
+}
+
+impl World {
+    fn create() -> Result<World> {
+        let run = RunDir::new("e2e")?;
+        let mut cluster = Cluster::new(binaries(), "pale2e", 2)?;
+        cluster.add_pods(baseline_pods())?;
+        let api = ApiServer::start(&cluster, &run.path.join("api"))?;
+        let mut world = World {
+            agents: Vec::new(),
+            api,
+            cluster,
+            run,
+            report: Report::default(),
+        };
+        world.api.apply(&[
+            kube::namespace("web", &[("team", "web")]),
+            kube::namespace("client", &[("team", "client")]),
+        ])?;
+        let pods: Vec<Value> = world.cluster.pods.values().map(kube::pod).collect();
+        world.api.apply(&pods)?;
+        for pod in world.cluster.pods.values() {
+            world
+                .api
+                .set_pod_status(&pod.spec.namespace, &pod.spec.name, &pod.ipv4.to_string())?;
+        }
+        for node in &world.cluster.nodes {
+            world.agents.push(Agent::new(
+                &world.cluster.binaries.palisade,
+                &node.name,
+                &node.netns,
+                AgentSource::Kubeconfig(world.api.kubeconfig.clone()),
+                &world.run.path,
+                "2s",
+            ));
+        }
+        Ok(world)
+    }
+
+    fn node_netns(&self, node: usize) -> Result<String> {
+        Ok(self.cluster.node(node)?.netns.clone())
+    }
+
+    fn pod_ip(&self, key: &str) -> Result<String> {
+        Ok(self.cluster.pod(key)?.ipv4.to_string())
+    }
+
+    fn metric(&self, node: usize, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
+        let node_name = format!("node-{node}");
+        let agent = self
+            .agents
+            .iter()
+            .find(|a| a.node == node_name)
+            .ok_or_else(|| anyhow!("no agent for {node_name}"))?;
+        agent.metrics()?.require(name, labels)
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Result<String> {
+        self.api.kubectl(args)
+    }
+
+    /// Waits (up to 15 s) for the full matrix to match; for state changes that are not timed.
+    fn settle(&self, expected: &Expectation) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            match verdicts::check_matrix(&self.cluster, expected) {
+                Ok(_) => return Ok(()),
+                Err(e) if started.elapsed() > Duration::from_secs(15) => {
+                    return Err(e.context("the cluster did not settle within 15 s"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Does `change`, then times (with probes) how soon the verdicts that differ between
+    /// `before` and `after` flip, and checks the full matrix against `after`. Fails if the
+    /// flip took longer than [`ENFORCEMENT_LIMIT`].
+    fn timed_change(
+        &mut self,
+        label: &str,
+        before: &Expectation,
+        after: &Expectation,
+        change: impl FnOnce(&mut World) -> Result<()>,
+    ) -> Result<FlipTiming> {
+        let flips = verdicts::flips(&self.cluster, before, after)?;
+        change(self).with_context(|| format!("making the change `{label}`"))?;
+        let since = Instant::now();
+        let timing =
+            verdicts::await_flips(&self.cluster, &flips, since, ENFORCEMENT_LIMIT + OVERTIME)
+                .with_context(|| format!("`{label}`"))?;
+        self.report.timed(label, timing.clone());
+        verdicts::check_matrix(&self.cluster, after)
+            .with_context(|| format!("full matrix after `{label}`"))?;
+        if timing.launched > ENFORCEMENT_LIMIT {
+            bail!(
+                "`{label}` was enforced only {} after the change (limit {})",
+                ms(timing.launched),
+                ms(ENFORCEMENT_LIMIT)
+            );
+        }
+        Ok(timing)
+    }
+
+    fn start_agents(&mut self) -> Result<()> {
+        for agent in &mut self.agents {
+            if !agent.is_started() {
+                agent.start()?;
+            }
+        }
+        for agent in &mut self.agents {
+            let (took, _) = agent.wait_ready(Duration::from_secs(60))?;
+            println!("  agent {} ready after {}", agent.node, ms(took));
+        }
+        Ok(())
+    }
+
+    /// Back to "no policies, baseline labels", whatever a failed phase left behind.
+    fn reset(&mut self) -> Result<()> {
+        if !self.api.is_ready() {
+            self.api.restart_apiserver()?;
+        }
+        for agent in &mut self.agents {
+            if agent.check_running().is_err() {
+                // Exited (or never started): start again.
+                if !agent.is_started() {
+                    agent.start()?;
+                }
+            }
+        }
+        self.start_agents()?;
+        for namespace in ["web", "client"] {
+            self.kubectl(&["delete", "networkpolicy", "--all", "-n", namespace])?;
+        }
+        self.kubectl(&["label", "namespace", "client", "team=client", "--overwrite"])?;
+        self.kubectl(&["label", "namespace", "web", "team=web", "--overwrite"])?;
+        self.kubectl(&[
+            "annotate",
+            "namespace",
+            "web",
+            &format!("{}-", kube::LEGACY_ANNOTATION),
+        ])?;
+        self.kubectl(&[
+            "label",
+            "pod",
+            "-n",
+            "client",
+            "a",
+            "role=frontend",
+            "--overwrite",
+        ])?;
+        self.kubectl(&[
+            "label",
+            "pod",
+            "-n",
+            "client",
+            "b",
+            "role=backend",
+            "--overwrite",
+        ])?;
+        self.kubectl(&[
+            "delete",
+            "pod",
+            "-n",
+            "client",
+            "new",
+            "--ignore-not-found",
+            "--grace-period=0",
+            "--force",
+        ])?;
+        if self.cluster.pods.contains_key("client/new") {
+            self.cluster.delete_pod("client/new")?;
+        }
+        self.settle(&expectation(&["allow * -> *"])?)
+    }
+
+    fn phase(&mut self, name: &str, body: impl FnOnce(&mut World) -> Result<()>) -> bool {
+        println!("\n=== {name}");
+        let started = Instant::now();
+        let outcome = body(self).map_err(|e| format!("{e:#}"));
+        let failed = outcome.is_err();
+        if let Err(error) = &outcome {
+            println!("--- phase `{name}` FAILED:\n{error}");
+            for agent in &self.agents {
+                println!(
+                    "--- log tail of the agent on {}:\n{}",
+                    agent.node,
+                    agent.log_tail(25)
+                );
+            }
+            println!("--- log tail of the apiserver:\n{}", self.api.log_tail(10));
+        }
+        self.report.phases.push(PhaseResult {
+            name: name.to_string(),
+            elapsed: started.elapsed(),
+            outcome,
+        });
+        if failed {
+            if let Err(e) = self.reset() {
+                println!("--- reset after `{name}` failed too: {e:#}");
+                return false;
+            }
+        }
+        true
+    }
+
+    fn apply_steady(&mut self) -> Result<()> {
+        self.api.apply(&steady_policies())?;
+        self.settle(&expectation(STEADY)?)
+    }
+
+    fn delete_policies(&mut self) -> Result<()> {
+        for namespace in ["web", "client"] {
+            self.kubectl(&["delete", "networkpolicy", "--all", "-n", namespace])?;
+        }
+        self.settle(&expectation(&["allow * -> *"])?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases.
+// ---------------------------------------------------------------------------------------------
+
+/// The agents come up, report ready, serve parsable metrics, see their local pods, and the
+/// cluster is open.
+fn phase_startup(world: &mut World) -> Result<()> {
+    let started = Instant::now();
+    world.start_agents()?;
+    world.report.note(format!(
+        "both agents ready {} after start",
+        ms(started.elapsed())
+    ));
+    for agent in &world.agents {
+        let (code, body) = agent.http_get("/healthz")?;
+        if code != 200 {
+            bail!("/healthz of {} answered {code}: {body}", agent.node);
+        }
+        let (code, body) = agent.http_get("/readyz")?;
+        if code != 200 {
+            bail!("/readyz of {} answered {code}: {body}", agent.node);
+        }
+        let metrics = agent.metrics()?;
+        let syncs = metrics.require("palisade_syncs_total", &[])?;
+        if syncs < 1.0 {
+            bail!(
+                "{}: palisade_syncs_total is {syncs} after the first sync",
+                agent.node
+            );
+        }
+        let local = metrics.require("palisade_local_pods", &[])?;
+        if local != 2.0 {
+            bail!(
+                "{}: palisade_local_pods is {local}, but 2 pods run there",
+                agent.node
+            );
+        }
+        for (name, labels) in [
+            ("palisade_policies_invalid", vec![]),
+            ("palisade_drift_repairs_total", vec![]),
+            ("palisade_last_successful_sync_timestamp_seconds", vec![]),
+            ("palisade_watch_events_total", vec![("kind", "pod")]),
+        ] {
+            metrics.require(name, &labels)?;
+        }
+        world.report.note(format!(
+            "{}: /healthz 200, /readyz 200, /metrics parses ({} families, {} samples), syncs {syncs}",
+            agent.node,
+            metrics.types.len(),
+            metrics.samples.len()
+        ));
+    }
+    world.settle(&expectation(&["allow * -> *"])?)
+}
+
+/// Every kind of change, each enforced within 1 s as seen by real packets.
+fn phase_enforcement(world: &mut World) -> Result<()> {
+    let open = expectation(&["allow * -> *"])?;
+    let server_a = expectation(&[
+        "allow * -> *",
+        "deny * -> web/server",
+        "allow client/a -> web/server",
+        "allow node/* -> *",
+    ])?;
+    let server_b_tcp = expectation(&[
+        "allow * -> *",
+        "deny * -> web/server",
+        "allow client/b -> web/server tcp",
+        "allow node/* -> *",
+    ])?;
+    let server_ab_tcp = expectation(&[
+        "allow * -> *",
+        "deny * -> web/server",
+        "allow client/{a,b} -> web/server tcp",
+        "allow node/* -> *",
+    ])?;
+    let server_closed =
+        expectation(&["allow * -> *", "deny * -> web/server", "allow node/* -> *"])?;
+    let web_default_deny = expectation(&[
+        "allow * -> *",
+        "deny * -> web/*",
+        "allow client/{a,b} -> web/server tcp",
+        "allow node/* -> *",
+    ])?;
+    let with_new = expectation(&[
+        "allow * -> *",
+        "deny * -> web/server",
+        "allow client/{a,b,new} -> web/server tcp",
+        "allow node/* -> *",
+    ])?;
+
+    let syncs_before = world.metric(2, "palisade_syncs_total", &[])?;
+    world.timed_change("create policy", &open, &server_a, |w| {
+        w.api.apply(&[server_ingress(
+            "frontend",
+            json!([{"port": "http"}, {"protocol": "UDP", "port": "dns"}]),
+        )])
+    })?;
+    let syncs_after = world.metric(2, "palisade_syncs_total", &[])?;
+    if syncs_after <= syncs_before {
+        bail!("palisade_syncs_total on node-2 did not rise with a policy change ({syncs_before} -> {syncs_after})");
+    }
+    world.report.note(format!(
+        "node-2 palisade_syncs_total {syncs_before} -> {syncs_after} with the first policy"
+    ));
+
+    world.timed_change(
+        "update policy (peer selector, ports)",
+        &server_a,
+        &server_b_tcp,
+        |w| {
+            w.api
+                .apply(&[server_ingress("backend", json!([{"port": "http"}]))])
+        },
+    )?;
+    world.timed_change("label a pod", &server_b_tcp, &server_ab_tcp, |w| {
+        w.kubectl(&[
+            "label",
+            "pod",
+            "-n",
+            "client",
+            "a",
+            "role=backend",
+            "--overwrite",
+        ])
+        .map(drop)
+    })?;
+    world.timed_change(
+        "label a namespace (selected -> not)",
+        &server_ab_tcp,
+        &server_closed,
+        |w| {
+            w.kubectl(&[
+                "label",
+                "namespace",
+                "client",
+                "team=elsewhere",
+                "--overwrite",
+            ])
+            .map(drop)
+        },
+    )?;
+    world.timed_change(
+        "label a namespace (not -> selected)",
+        &server_closed,
+        &server_ab_tcp,
+        |w| {
+            w.kubectl(&["label", "namespace", "client", "team=client", "--overwrite"])
+                .map(drop)
+        },
+    )?;
+    world.timed_change(
+        "annotate namespace DefaultDeny",
+        &server_ab_tcp,
+        &web_default_deny,
+        |w| {
+            w.kubectl(&[
+                "annotate",
+                "namespace",
+                "web",
+                &format!("{}={}", kube::LEGACY_ANNOTATION, kube::DEFAULT_DENY),
+                "--overwrite",
+            ])
+            .map(drop)
+        },
+    )?;
+    world.timed_change(
+        "remove DefaultDeny annotation",
+        &web_default_deny,
+        &server_ab_tcp,
+        |w| {
+            w.kubectl(&[
+                "annotate",
+                "namespace",
+                "web",
+                &format!("{}-", kube::LEGACY_ANNOTATION),
+            ])
+            .map(drop)
+        },
+    )?;
+
+    // A new pod: its network exists first (no object yet: it is in no set, so the server
+    // refuses it); then the Pod object appears and gets its IP.
+    world.cluster.add_pods(vec![pod_spec(
+        "client",
+        "new",
+        1,
+        &[("role", "backend")],
+        &[80],
+        &[],
+        &[],
+    )])?;
+    verdicts::check_matrix(&world.cluster, &server_ab_tcp)
+        .context("the new pod's network before its Pod object exists")?;
+    let new_ip = world.pod_ip("client/new")?;
+    let new_pod = kube::pod(world.cluster.pod("client/new")?);
+    world.api.apply(&[new_pod])?;
+    world.timed_change(
+        "new pod in a selected set (status with IP set)",
+        &server_ab_tcp,
+        &with_new,
+        |w| w.api.set_pod_status("client", "new", &new_ip),
+    )?;
+    let node2 = world.node_netns(2)?;
+    let holding: Vec<String> = agent::ipsets(&node2)?
+        .into_iter()
+        .filter(|(_, members)| members.contains(&new_ip))
+        .map(|(name, _)| name)
+        .collect();
+    if holding.is_empty() {
+        bail!("no pal4 set on node-2 holds the new pod's IP {new_ip}");
+    }
+    world.timed_change("pod deleted", &with_new, &server_ab_tcp, |w| {
+        w.kubectl(&[
+            "delete",
+            "pod",
+            "-n",
+            "client",
+            "new",
+            "--grace-period=0",
+            "--force",
+        ])
+        .map(drop)
+    })?;
+    let still: Vec<String> = agent::ipsets(&node2)?
+        .into_iter()
+        .filter(|(_, members)| members.contains(&new_ip))
+        .map(|(name, _)| name)
+        .collect();
+    if !still.is_empty() {
+        bail!("the deleted pod's IP {new_ip} is still in {still:?} on node-2");
+    }
+    world.report.note(format!(
+        "deleted pod's IP {new_ip} left {holding:?} on node-2"
+    ));
+    world.cluster.delete_pod("client/new")?;
+
+    world.timed_change("delete policy", &server_ab_tcp, &open, |w| {
+        w.kubectl(&["delete", "networkpolicy", "-n", "web", "server-ingress"])
+            .map(drop)
+    })?;
+    world.kubectl(&[
+        "label",
+        "pod",
+        "-n",
+        "client",
+        "a",
+        "role=frontend",
+        "--overwrite",
+    ])?;
+    world.settle(&open)
+}
+
+/// Events about `policy` with reason PolicyInvalid, from events.k8s.io/v1 and core/v1.
+fn policy_invalid_events(world: &World, policy: &str) -> Result<(Vec<Value>, Vec<Value>)> {
+    let new_api = world
+        .api
+        .get_json(&["get", "events.v1.events.k8s.io", "-n", "web"])?;
+    let matching_new: Vec<Value> = new_api["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e["reason"] == "PolicyInvalid"
+                && e["regarding"]["kind"] == "NetworkPolicy"
+                && e["regarding"]["name"] == policy
+        })
+        .collect();
+    let core = world.api.get_json(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "reason=PolicyInvalid",
+    ])?;
+    let matching_core: Vec<Value> = core["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["involvedObject"]["name"] == policy)
+        .collect();
+    Ok((matching_new, matching_core))
+}
+
+/// A policy the apiserver accepts but Palisade cannot read: an IPv4 ipBlock whose `except` is
+/// written as an IPv4-mapped IPv6 CIDR. The 1.20 apiserver (Go's net.IPNet.Contains treats
+/// ::ffff:a.b.c.d as a.b.c.d) accepts it; Palisade rejects it ("is not inside") and enforces it
+/// fail-closed: the selected pod is isolated and admits nothing, the other policy stays.
+fn phase_invalid_policy(world: &mut World) -> Result<()> {
+    let server_only = expectation(&[
+        "allow * -> *",
+        "deny * -> web/server",
+        "allow client/b -> web/server tcp",
+        "allow node/* -> *",
+    ])?;
+    world
+        .api
+        .apply(&[server_ingress("backend", json!([{"port": "http"}]))])?;
+    world.settle(&server_only)?;
+
+    let broken_spec = |except: &str| {
+        kube::policy(
+            "web",
+            "peer-broken",
+            json!({
+                "podSelector": {"matchLabels": {"app": "peer"}},
+                "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [except]}}]}],
+            }),
+        )
+    };
+    let fail_closed = expectation(&[
+        "allow * -> *",
+        "deny * -> web/server",
+        "allow client/b -> web/server tcp",
+        "deny * -> web/peer",
+        "allow node/* -> *",
+    ])?;
+    world.timed_change(
+        "invalid policy (enforced fail-closed)",
+        &server_only,
+        &fail_closed,
+        |w| w.api.apply(&[broken_spec("::ffff:198.18.2.0/120")]),
+    )?;
+    let accepted = world.kubectl(&[
+        "get",
+        "networkpolicy",
+        "-n",
+        "web",
+        "peer-broken",
+        "-o",
+        "name",
+    ])?;
+    world.report.note(format!(
+        "apiserver 1.20 accepted ipBlock 0.0.0.0/0 except ::ffff:198.18.2.0/120 ({}); Palisade rejects it",
+        accepted.trim()
+    ));
+
+    // The Event, from each agent (reporting instance = node), and the metric.
+    let started = Instant::now();
+    let (new_api, core) = loop {
+        let (new_api, core) = policy_invalid_events(world, "peer-broken")?;
+        if !new_api.is_empty() && !core.is_empty() {
+            break (new_api, core);
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!(
+                "no PolicyInvalid event for web/peer-broken within 15 s (events.k8s.io: {}, core: {})",
+                new_api.len(),
+                core.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for event in &new_api {
+        if event["reportingController"] != "palisade" {
+            bail!("PolicyInvalid event not reported by controller \"palisade\": {event}");
+        }
+        if event["type"] != "Warning" {
+            bail!("PolicyInvalid event is not a Warning: {event}");
+        }
+    }
+    let instances: Vec<String> = new_api
+        .iter()
+        .map(|e| e["reportingInstance"].as_str().unwrap_or("?").to_string())
+        .collect();
+    let note = new_api
+        .first()
+        .and_then(|e| e["note"].as_str())
+        .unwrap_or("")
+        .to_string();
+    world.report.note(format!(
+        "PolicyInvalid events after {}: {} (events.k8s.io, instances {instances:?}), {} via core/v1 field selector; note: {note}",
+        ms(started.elapsed()),
+        new_api.len(),
+        core.len()
+    ));
+    for node in [1, 2] {
+        let invalid = world.metric(node, "palisade_policies_invalid", &[])?;
+        if invalid != 1.0 {
+            bail!("node-{node}: palisade_policies_invalid is {invalid}, expected 1");
+        }
+    }
+
+    // Fixed: the except becomes a plain IPv4 CIDR; node-2's pods stay out, the rest get in.
+    let fixed = expectation(&[
+        "allow * -> *",
+        "deny * -> web/server",
+        "allow client/b -> web/server tcp",
+        "deny {client/b,web/server} -> web/peer",
+        "allow node/* -> *",
+    ])?;
+    world.timed_change("invalid policy fixed", &fail_closed, &fixed, |w| {
+        w.api.apply(&[broken_spec("198.18.2.0/24")])
+    })?;
+    for node in [1, 2] {
+        let invalid = world.metric(node, "palisade_policies_invalid", &[])?;
+        if invalid != 0.0 {
+            bail!("node-{node}: palisade_policies_invalid is {invalid} after the fix, expected 0");
+        }
+    }
+    world
+        .report
+        .note("palisade_policies_invalid 1 on both nodes while invalid, 0 after the fix");
+    world.delete_policies()
+}
+
+/// Breaks the kernel state on node-2 by hand, checks that the break was visible to probes,
+/// and that the periodic refresh (2 s) repaired it and counted the repair.
+fn drift_case(
+    world: &mut World,
+    label: &str,
+    mut break_it: impl FnMut(&World) -> Result<()>,
+) -> Result<()> {
+    let steady = expectation(STEADY)?;
+    let probes = verdicts::all_probes(&world.cluster)?;
+    for attempt in 1..=3 {
+        let repairs_before = world.metric(2, "palisade_drift_repairs_total", &[])?;
+        break_it(world).with_context(|| format!("breaking: {label}"))?;
+        let broken_at = Instant::now();
+        let observed = world
+            .cluster
+            .run_probes(&probes, Duration::from_millis(150))?;
+        let wrong: Vec<Probe> = observed
+            .iter()
+            .filter(|o| !steady.satisfied_by(o).unwrap_or(true))
+            .map(|o| o.probe.clone())
+            .collect();
+        if wrong.is_empty() {
+            println!(
+                "  {label}: attempt {attempt}: the refresh repaired it before probes saw it; again"
+            );
+            world.settle(&steady)?;
+            continue;
+        }
+        let flips: Vec<(Probe, bool)> = wrong
+            .iter()
+            .map(|p| steady.allows(p).map(|allow| (p.clone(), allow)))
+            .collect::<Result<_>>()?;
+        let timing =
+            verdicts::await_flips(&world.cluster, &flips, broken_at, Duration::from_secs(10))
+                .with_context(|| format!("repair of: {label}"))?;
+        verdicts::check_matrix(&world.cluster, &steady)
+            .with_context(|| format!("full matrix after repairing: {label}"))?;
+        let repairs_after = world.metric(2, "palisade_drift_repairs_total", &[])?;
+        if repairs_after <= repairs_before {
+            bail!("{label}: palisade_drift_repairs_total on node-2 stayed at {repairs_before}");
+        }
+        world.report.note(format!(
+            "drift `{label}`: {} wrong probe(s) right after, repaired {} later; drift_repairs_total {repairs_before} -> {repairs_after}",
+            wrong.len(),
+            ms(timing.launched)
+        ));
+        return Ok(());
+    }
+    bail!("{label}: three breaks were all repaired before a probe could see them")
+}
+
+fn phase_drift(world: &mut World) -> Result<()> {
+    world.apply_steady()?;
+    let node2 = world.node_netns(2)?;
+    drift_case(world, "iptables -F PAL-FORWARD", |_| {
+        agent::in_node(&node2, "iptables-nft", &["-F", "PAL-FORWARD"]).map(drop)
+    })?;
+
+    let b_ip = world.pod_ip("client/b")?;
+    drift_case(world, "ipset flush of the set holding client/b", |_| {
+        let sets: Vec<String> = agent::ipsets(&node2)?
+            .into_iter()
+            .filter(|(name, members)| name.starts_with("pal4-") && members.contains(&b_ip))
+            .map(|(name, _)| name)
+            .collect();
+        if sets.is_empty() {
+            bail!("no pal4 set on node-2 holds client/b ({b_ip})");
+        }
+        for set in &sets {
+            agent::in_node(&node2, "ipset", &["flush", set])?;
+        }
+        Ok(())
+    })?;
+
+    let server_ip = format!("{}/32", world.pod_ip("web/server")?);
+    drift_case(
+        world,
+        "PAL-TO chain of web/server deleted (-D jump, -F, -X)",
+        |_| {
+            let rules = agent::in_node(&node2, "iptables-nft", &["-S", "PAL-FORWARD"])?;
+            let appended: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A ")).collect();
+            let (number, chain) = appended
+                .iter()
+                .enumerate()
+                .find_map(|(i, line)| {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    let to_server = words.windows(2).any(|w| w[0] == "-d" && w[1] == server_ip);
+                    let target = words
+                        .windows(2)
+                        .find(|w| w[0] == "-j" && w[1].starts_with("PAL-TO-"))
+                        .map(|w| w[1].to_string());
+                    match (to_server, target) {
+                        (true, Some(chain)) => Some((i + 1, chain)),
+                        _ => None,
+                    }
+                })
+                .ok_or_else(|| {
+                    anyhow!("no PAL-FORWARD rule jumps to a PAL-TO chain for {server_ip}:\n{rules}")
+                })?;
+            agent::in_node(
+                &node2,
+                "iptables-nft",
+                &["-D", "PAL-FORWARD", &number.to_string()],
+            )?;
+            agent::in_node(&node2, "iptables-nft", &["-F", &chain])?;
+            agent::in_node(&node2, "iptables-nft", &["-X", &chain])?;
+            Ok(())
+        },
+    )?;
+    world.delete_policies()
+}
+
+/// The last `synced` line of an agent's log after its `starts`-th start (best effort).
+fn first_sync_line(log: &str) -> Option<String> {
+    let last_start = log.rfind("waiting for the initial listing")?;
+    log[last_start..]
+        .lines()
+        .find(|l| l.contains("synced"))
+        .map(|l| l.trim().to_string())
+}
+
+/// SIGTERM + start of each agent in turn while the full matrix is probed every 100 ms:
+/// zero wrong verdicts allowed.
+fn phase_agent_restart(world: &mut World) -> Result<()> {
+    world.apply_steady()?;
+    let steady = expectation(STEADY)?;
+    let probes = verdicts::all_probes(&world.cluster)?;
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let sampling = Sampling {
+        interval: Duration::from_millis(100),
+        timeout: verdicts::PROBE_TIMEOUT,
+        max_in_flight: 4,
+        limit: Duration::from_secs(120),
+    };
+    let World {
+        agents, cluster, ..
+    } = world;
+    let cluster: &Cluster = cluster;
+    let mut notes = Vec::new();
+    let (rounds, actions) = std::thread::scope(|scope| {
+        let sampler =
+            scope.spawn(|| verdicts::sample(cluster, &probes, sampling, &stop, |_| false));
+        let actions = (|| -> Result<()> {
+            std::thread::sleep(Duration::from_secs(1));
+            for agent in agents.iter_mut() {
+                let down = Instant::now();
+                let status = agent.stop()?;
+                if !status.success() {
+                    bail!(
+                        "the agent of {} exited with {status} on SIGTERM",
+                        agent.node
+                    );
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                agent.start()?;
+                let (ready, saw_503) = agent.wait_ready(Duration::from_secs(60))?;
+                notes.push(format!(
+                    "{}: SIGTERM -> exit {status}; restarted after 1 s; ready {} after start ({} down in total){}; first sync: {}",
+                    agent.node,
+                    ms(ready),
+                    ms(down.elapsed()),
+                    if saw_503 { ", /readyz 503 before" } else { "" },
+                    first_sync_line(&agent.log_text()).unwrap_or_else(|| "(no synced line)".into())
+                ));
+                // Past the first sync and one refresh.
+                std::thread::sleep(Duration::from_millis(2500));
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::SeqCst);
+        let rounds = sampler
+            .join()
+            .map_err(|_| anyhow!("the sampling thread panicked"))
+            .and_then(|r| r);
+        (rounds, actions)
+    });
+    for note in notes {
+        world.report.note(note);
+    }
+    actions?;
+    let rounds = rounds?;
+    let tally = Tally::count(&rounds, &steady, start)?;
+    world.report.note(format!(
+        "agent restarts: {} rounds, {} probes over {:.1}s, {} wrong verdicts",
+        tally.rounds,
+        tally.probes,
+        start.elapsed().as_secs_f64(),
+        tally.wrong.len()
+    ));
+    if !tally.wrong.is_empty() {
+        bail!(
+            "{} wrong verdicts while the agents restarted:\n  {}",
+            tally.wrong.len(),
+            tally.describe(20)
+        );
+    }
+    world.delete_policies()
+}
+
+/// 50 label changes of client/b (role=backend <-> role=standby), each flipping client/b ->
+/// web/server tcp/80. Times from `kubectl label` returning to (a) client/b's IP in/out of the
+/// set on node-2 and (b) the verdict seen by probes.
+fn phase_latency(world: &mut World) -> Result<()> {
+    world.apply_steady()?;
+    let node2 = world.node_netns(2)?;
+    let b_ip = world.pod_ip("client/b")?;
+    let holding = |node: &str| -> Result<Vec<String>> {
+        Ok(agent::ipsets(node)?
+            .into_iter()
+            .filter(|(_, members)| members.contains(&b_ip))
+            .map(|(name, _)| name)
+            .collect())
+    };
+    let with_backend = holding(&node2)?;
+    world.kubectl(&[
+        "label",
+        "pod",
+        "-n",
+        "client",
+        "b",
+        "role=standby",
+        "--overwrite",
+    ])?;
+    let standby = expectation(&[
+        "allow * -> *",
+        "deny * -> web/server",
+        "deny * -> web/peer",
+        "allow web/server -> web/peer",
+        "deny client/a -> *",
+        "allow node/* -> *",
+    ])?;
+    world.settle(&standby)?;
+    let with_standby = holding(&node2)?;
+    let sets: Vec<String> = with_backend
+        .iter()
+        .filter(|s| !with_standby.contains(s))
+        .cloned()
+        .collect();
+    if sets.is_empty() {
+        bail!("no set on node-2 holds client/b only while role=backend ({with_backend:?} vs {with_standby:?})");
+    }
+    let probe = world
+        .cluster
+        .probes_to(
+            Source::Pod("client/b".into()),
+            "web/server",
+            harness::cluster::Family::V4,
+        )?
+        .into_iter()
+        .find(|p| p.proto == Proto::Tcp && p.port == 80)
+        .ok_or_else(|| anyhow!("no tcp/80 probe to web/server"))?;
+
+    let mut ipset_times = Vec::new();
+    let mut verdict_times = Vec::new();
+    let phase_start = Instant::now();
+    for i in 0..50 {
+        let allow = i % 2 == 0;
+        let role = if allow { "backend" } else { "standby" };
+        world.kubectl(&[
+            "label",
+            "pod",
+            "-n",
+            "client",
+            "b",
+            &format!("role={role}"),
+            "--overwrite",
+        ])?;
+        let since = Instant::now();
+        let cluster = &world.cluster;
+        let (ipset, verdict) = std::thread::scope(|scope| {
+            let poller = scope.spawn(|| -> Result<Duration> {
+                loop {
+                    let mut present = true;
+                    for set in &sets {
+                        present &= agent::ipset_has(&node2, set, &b_ip)?;
+                    }
+                    if present == allow {
+                        return Ok(since.elapsed());
+                    }
+                    if since.elapsed() > Duration::from_secs(10) {
+                        bail!(
+                            "client/b's IP never {} {sets:?}",
+                            if allow { "entered" } else { "left" }
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+            let mut single = verdicts::await_flips(
+                cluster,
+                &[(probe.clone(), allow)],
+                since,
+                Duration::from_secs(10),
+            );
+            if let Ok(timing) = &mut single {
+                timing.flaps = 0;
+            }
+            let ipset = poller
+                .join()
+                .map_err(|_| anyhow!("the ipset poller panicked"))
+                .and_then(|r| r);
+            (ipset, single)
+        });
+        let ipset = ipset.with_context(|| format!("change {} (role={role})", i + 1))?;
+        let verdict = verdict.with_context(|| format!("change {} (role={role})", i + 1))?;
+        ipset_times.push(ipset);
+        verdict_times.push(verdict.launched);
+    }
+    let (ipset_median, ipset_max) =
+        median_and_max(&ipset_times).ok_or_else(|| anyhow!("no measurements"))?;
+    let (verdict_median, verdict_max) =
+        median_and_max(&verdict_times).ok_or_else(|| anyhow!("no measurements"))?;
+    world.report.note(format!(
+        "latency of 50 label changes ({:.1}s): kubectl return -> ipset member on node-2: median {}, worst {}; -> verdict seen by probes: median {}, worst {}",
+        phase_start.elapsed().as_secs_f64(),
+        ms(ipset_median),
+        ms(ipset_max),
+        ms(verdict_median),
+        ms(verdict_max)
+    ));
+    let mut sorted: Vec<u128> = verdict_times.iter().map(Duration::as_millis).collect();
+    sorted.sort_unstable();
+    world
+        .report
+        .note(format!("  verdict latencies (ms, sorted): {sorted:?}"));
+    if verdict_max > ENFORCEMENT_LIMIT {
+        bail!(
+            "a label change took {} to reach the verdict (limit {})",
+            ms(verdict_max),
+            ms(ENFORCEMENT_LIMIT)
+        );
+    }
+    world.kubectl(&[
+        "label",
+        "pod",
+        "-n",
+        "client",
+        "b",
+        "role=backend",
+        "--overwrite",
+    ])?;
+    world.delete_policies()
+}
+
+/// The apiserver stops for 10 s under continuous probing: no verdict changes (node-1's agent
+/// is even restarted meanwhile: without an apiserver it must keep the rules and report not
+/// ready). After the apiserver is back, node-1's agent gets ready and a change is applied on
+/// both nodes.
+fn phase_apiserver_outage(world: &mut World) -> Result<()> {
+    world.apply_steady()?;
+    let steady = expectation(STEADY)?;
+    let probes = verdicts::all_probes(&world.cluster)?;
+    let watch_errors_before = world
+        .agents
+        .iter()
+        .find(|a| a.node == "node-2")
+        .ok_or_else(|| anyhow!("no agent on node-2"))?
+        .metrics()?
+        .value("palisade_sync_errors_total", &[("reason", "watch")])?
+        .unwrap_or(0.0);
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let sampling = Sampling {
+        interval: Duration::from_millis(100),
+        timeout: verdicts::PROBE_TIMEOUT,
+        max_in_flight: 4,
+        limit: Duration::from_secs(180),
+    };
+    let World {
+        agents,
+        cluster,
+        api,
+        ..
+    } = world;
+    let cluster: &Cluster = cluster;
+    let api: &ApiServer = api;
+    let mut notes = Vec::new();
+    let mut marks = Vec::new();
+    let (rounds, actions) = std::thread::scope(|scope| {
+        let sampler =
+            scope.spawn(|| verdicts::sample(cluster, &probes, sampling, &stop, |_| false));
+        let actions = (|| -> Result<()> {
+            std::thread::sleep(Duration::from_secs(1));
+            api.stop_apiserver()?;
+            let down = Instant::now();
+            marks.push(("apiserver stopped", start.elapsed()));
+            std::thread::sleep(Duration::from_secs(2));
+            let node1 = agents
+                .iter_mut()
+                .find(|a| a.node == "node-1")
+                .ok_or_else(|| anyhow!("no agent on node-1"))?;
+            let status = node1.stop()?;
+            node1.start()?;
+            marks.push(("node-1 agent restarted", start.elapsed()));
+            // Without an apiserver it cannot list: not ready, and the rules stay.
+            let mut answers = Vec::new();
+            while down.elapsed() < Duration::from_secs(10) {
+                node1.check_running()?;
+                if let Ok((code, _)) = node1.http_get("/readyz") {
+                    answers.push(code);
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            let ready_while_down = answers.iter().filter(|c| **c == 200).count();
+            notes.push(format!(
+                "node-1 agent restarted during the outage (exit {status}); /readyz while the apiserver was down: {} x 503, {} x 200",
+                answers.iter().filter(|c| **c == 503).count(),
+                ready_while_down
+            ));
+            if ready_while_down > 0 || answers.is_empty() {
+                bail!("node-1's agent answered /readyz 200 before it could list anything: {answers:?}");
+            }
+            api.restart_apiserver()?;
+            marks.push(("apiserver ready again", start.elapsed()));
+            notes.push(format!(
+                "apiserver down for {:.1}s (stop.sh --only-apiserver .. restart-apiserver.sh /readyz)",
+                down.elapsed().as_secs_f64()
+            ));
+            let back = Instant::now();
+            let (ready, _) = node1.wait_ready(Duration::from_secs(60))?;
+            notes.push(format!(
+                "node-1 agent ready {} after the apiserver came back ({} after its start)",
+                ms(back.elapsed()),
+                ms(ready)
+            ));
+            std::thread::sleep(Duration::from_secs(1));
+            Ok(())
+        })();
+        stop.store(true, Ordering::SeqCst);
+        let rounds = sampler
+            .join()
+            .map_err(|_| anyhow!("the sampling thread panicked"))
+            .and_then(|r| r);
+        (rounds, actions)
+    });
+    for note in notes {
+        world.report.note(note);
+    }
+    actions?;
+    let rounds = rounds?;
+    let tally = Tally::count(&rounds, &steady, start)?;
+    let marks_text: Vec<String> = marks
+        .iter()
+        .map(|(what, at)| format!("{what} +{}", ms(*at)))
+        .collect();
+    world.report.note(format!(
+        "apiserver outage: {} rounds, {} probes over {:.1}s ({}), {} wrong verdicts",
+        tally.rounds,
+        tally.probes,
+        start.elapsed().as_secs_f64(),
+        marks_text.join(", "),
+        tally.wrong.len()
+    ));
+    if !tally.wrong.is_empty() {
+        bail!(
+            "{} wrong verdicts during the apiserver outage:\n  {}",
+            tally.wrong.len(),
+            tally.describe(20)
+        );
+    }
+
+    // node-2's agent kept running: its watchers failed and must have recovered.
+    let mut isolated_clients = STEADY.to_vec();
+    isolated_clients.extend(["deny * -> client/*", "allow node/* -> *"]);
+    let after = expectation(&isolated_clients)?;
+    let flips = verdicts::flips(&world.cluster, &steady, &after)?;
+    world.api.apply(&[kube::policy(
+        "client",
+        "deny-ingress",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+    )])?;
+    let since = Instant::now();
+    let timing = verdicts::await_flips(&world.cluster, &flips, since, Duration::from_secs(40))
+        .context("a change after the apiserver came back")?;
+    world
+        .report
+        .timed("change after the apiserver outage (both nodes)", timing);
+    verdicts::check_matrix(&world.cluster, &after)?;
+    let watch_errors_after =
+        world.metric(2, "palisade_sync_errors_total", &[("reason", "watch")])?;
+    world.report.note(format!(
+        "node-2 palisade_sync_errors_total{{reason=\"watch\"}} {watch_errors_before} -> {watch_errors_after} over the outage"
+    ));
+    if watch_errors_after <= watch_errors_before {
+        bail!("node-2's agent counted no watch error during a 10 s apiserver outage");
+    }
+    world.delete_policies()
+}
+
+#[test]
+fn apiserver_agents_end_to_end() {
+    let test = "apiserver_agents_end_to_end";
+    if !has_root(test) {
+        return;
+    }
+    let _serial = serial();
+    let started = Instant::now();
+    let mut world = match World::create() {
+        Ok(world) => world,
+        Err(e) => panic!("{test}: setting up the apiserver and the cluster: {e:#}"),
+    };
+    println!(
+        "{test}: cluster {} and apiserver {} set up in {:.1}s",
+        world.cluster.prefix,
+        world.api.url,
+        started.elapsed().as_secs_f64()
+    );
+    type Phase = fn(&mut World) -> Result<()>;
+    let phases: [(&str, Phase); 7] = [
+        ("startup, health, readiness, metrics", phase_startup),
+        ("each change enforced within 1 s", phase_enforcement),
+        (
+            "invalid policy: event, metric, fail-closed",
+            phase_invalid_policy,
+        ),
+        ("drift repaired by the refresh", phase_drift),
+        ("agent restarts: zero wrong verdicts", phase_agent_restart),
+        ("event-to-kernel latency, 50 label changes", phase_latency),
+        ("apiserver outage of 10 s", phase_apiserver_outage),
+    ];
+    for (i, (name, body)) in phases.iter().enumerate() {
+        let go_on = world.phase(name, body);
+        // Without agents nothing after startup means anything.
+        let startup_failed = i == 0
+            && world
+                .report
+                .phases
+                .last()
+                .is_some_and(|p| p.outcome.is_err());
+        if !go_on || startup_failed {
+            for (skipped, _) in &phases[i + 1..] {
+                world.report.phases.push(PhaseResult {
+                    name: skipped.to_string(),
+                    elapsed: Duration::ZERO,
+                    outcome: Err("not run: an earlier phase failed and the reset failed".into()),
+                });
+            }
+            break;
+        }
+    }
+    for agent in &mut world.agents {
+        if agent.is_started() {
+            match agent.stop() {
+                Ok(status) if status.success() => {}
+                Ok(status) => world.report.note(format!(
+                    "{}: exit status {status} on SIGTERM at the end",
+                    agent.node
+                )),
+                Err(e) => world
+                    .report
+                    .note(format!("{}: stopping: {e:#}", agent.node)),
+            }
+        }
+    }
+    println!("{}", world.report.render());
+    println!("{test}: {:.1}s in total", started.elapsed().as_secs_f64());
+    let failures: Vec<String> = world
+        .report
+        .phases
+        .iter()
+        .filter_map(|p| p.outcome.as_ref().err().map(|e| format!("{}: {e}", p.name)))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} phase(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The manifest-directory source.
+// ---------------------------------------------------------------------------------------------
+
+fn manifest_test_body(run: &RunDir) -> Result<Vec<(String, FlipTiming)>> {
+    let mut cluster = Cluster::new(binaries(), "palem", 2)?;
+    cluster.add_pods(vec![
+        pod_spec("web", "server", 2, &[("app", "server")], &[80], &[53], &[]),
+        pod_spec("client", "a", 1, &[("role", "frontend")], &[80], &[], &[]),
+        pod_spec("client", "b", 2, &[("role", "backend")], &[80], &[], &[]),
+        pod_spec("client", "c", 1, &[("role", "backend")], &[80], &[], &[]),
+    ])?;
+    let manifests = run.path.join("manifests");
+    let staging = run.path.join("staging");
+    std::fs::create_dir_all(&manifests)?;
+    std::fs::create_dir_all(&staging)?;
+    let write =
+        |file: &str, object: &Value| kube::write_atomically(&manifests, &staging, file, object);
+    write(
+        "10-namespace-web.yaml",
+        &kube::namespace("web", &[("team", "web")]),
+    )?;
+    write(
+        "10-namespace-client.yaml",
+        &kube::namespace("client", &[("team", "client")]),
+    )?;
+    for pod in cluster.pods.values() {
+        write(
+            &format!("20-pod-{}-{}.yaml", pod.spec.namespace, pod.spec.name),
+            &kube::pod_with_status(pod),
+        )?;
+    }
+    let mut agents: Vec<Agent> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            Agent::new(
+                &cluster.binaries.palisade,
+                &node.name,
+                &node.netns,
+                AgentSource::Manifests(manifests.clone()),
+                &run.path,
+                "2s",
+            )
+        })
+        .collect();
+    for agent in &mut agents {
+        agent.start()?;
+    }
+    for agent in &mut agents {
+        agent.wait_ready(Duration::from_secs(30))?;
+        let local = agent.metrics()?.require("palisade_local_pods", &[])?;
+        if local < 1.0 {
+            bail!(
+                "{}: the agent sees no local pod in the manifests",
+                agent.node
+            );
+        }
+    }
+    let open = expectation(&["allow * -> *"])?;
+    verdicts::check_matrix(&cluster, &open)?;
+    let mut timings = Vec::new();
+    let mut timed = |label: &str,
+                     before: &Expectation,
+                     after: &Expectation,
+                     change: &dyn Fn() -> Result<()>|
+     -> Result<()> {
+        let flips = verdicts::flips(&cluster, before, after)?;
+        change()?;
+        let since = Instant::now();
+        let timing = verdicts::await_flips(&cluster, &flips, since, ENFORCEMENT_LIMIT + OVERTIME)
+            .with_context(|| label.to_string())?;
+        println!(
+            "  {label}: {} (round done {})",
+            ms(timing.launched),
+            ms(timing.finished)
+        );
+        timings.push((label.to_string(), timing.clone()));
+        verdicts::check_matrix(&cluster, after)?;
+        if timing.launched > ENFORCEMENT_LIMIT {
+            bail!("{label}: enforced only after {}", ms(timing.launched));
+        }
+        Ok(())
+    };
+    let only_a = expectation(&[
+        "allow * -> *",
+        "deny * -> web/server",
+        "allow client/a -> web/server",
+        "allow node/* -> *",
+    ])?;
+    let a_and_b = expectation(&[
+        "allow * -> *",
+        "deny * -> web/server",
+        "allow client/{a,b} -> web/server",
+        "allow node/* -> *",
+    ])?;
+    let policy_file = "30-networkpolicy-web-server-ingress.yaml";
+    timed("manifests: policy file added", &open, &only_a, &|| {
+        write(
+            policy_file,
+            &kube::policy(
+                "web",
+                "server-ingress",
+                json!({
+                    "podSelector": {"matchLabels": {"app": "server"}},
+                    "ingress": [{"from": [{
+                        "namespaceSelector": {},
+                        "podSelector": {"matchLabels": {"role": "frontend"}},
+                    }]}],
+                }),
+            ),
+        )
+    })?;
+    let b = cluster.pod("client/b")?;
+    let mut b_object = kube::pod_with_status(b);
+    b_object["metadata"]["labels"]["role"] = json!("frontend");
+    timed("manifests: pod relabelled", &only_a, &a_and_b, &|| {
+        write("20-pod-client-b.yaml", &b_object)
+    })?;
+    timed("manifests: policy file removed", &a_and_b, &open, &|| {
+        std::fs::remove_file(manifests.join(policy_file))
+            .with_context(|| format!("removing {policy_file}"))
+    })?;
+    for agent in &mut agents {
+        let syncs = agent.metrics()?.require("palisade_syncs_total", &[])?;
+        if syncs < 2.0 {
+            bail!(
+                "{}: palisade_syncs_total {syncs} after three changes",
+                agent.node
+            );
+        }
+        let status = agent.stop()?;
+        if !status.success() {
+            bail!("{}: exit status {status} on SIGTERM", agent.node);
+        }
+    }
+    Ok(timings)
+}
+
+#[test]
+fn manifest_agents_follow_file_changes() {
+    let test = "manifest_agents_follow_file_changes";
+    if !has_root(test) {
+        return;
+    }
+    let _serial = serial();
+    let started = Instant::now();
+    let run = match RunDir::new("e2e-manifests") {
+        Ok(run) => run,
+        Err(e) => panic!("{test}: {e:#}"),
+    };
+    match manifest_test_body(&run) {
+        Ok(timings) => {
+            for (label, timing) in timings {
+                println!("{test}: {label}: {}", ms(timing.launched));
+            }
+            println!("{test}: {:.1}s", started.elapsed().as_secs_f64());
+        }
+        Err(e) => {
+            for node in ["node-1", "node-2"] {
+                println!(
+                    "--- log tail of the agent on {node}:\n{}",
+                    e2e::tail(&run.path.join(format!("agent-{node}.log")), 25)
+                );
+            }
+            panic!("{test}: {e:#}");
+        }
+    }
+}

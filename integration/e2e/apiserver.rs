@@ -1,0 +1,267 @@
+//! A real kube-apiserver (and etcd) for one test, running in its own network namespace that
+//! hangs off the cluster's fabric bridge, so every node reaches it directly:
+//!
+//! ```text
+//!  api netns (PREFIXapi)                 fabric netns                node netns
+//!  eth0 198.19.0.250/24 ──── apisrv ─ br0 ─ nodeK ──── eth0 198.19.0.K/24  (palisade agent)
+//!  kube-apiserver on 198.19.0.250:PORT, etcd on its own 127.0.0.1
+//! ```
+//!
+//! No address is added to the root namespace, so tests run in parallel without clashing; the
+//! namespace carries the cluster's prefix, so the cluster's teardown removes it (and kills
+//! whatever still runs inside) even if this guard never ran. The guard itself stops the
+//! apiserver and etcd with `stop.sh` first.
+//!
+//! kubectl and the apiserver scripts run inside the api namespace (`ip netns exec`), the only
+//! place the apiserver can be reached from.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::proc::{self, Finished};
+use crate::harness::cluster::Cluster;
+use crate::harness::netns;
+
+/// The apiserver's address on the fabric: nodes are `198.19.0.K/24` with K ≤ 200.
+pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 250);
+const KUBECTL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct ApiServer {
+    pub netns: String,
+    /// The `start.sh --dir` directory: certificates, logs, pid files, kubeconfig.
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub url: String,
+    scripts: PathBuf,
+    kubectl: String,
+    /// Whether `stop.sh` still needs to run.
+    running: bool,
+}
+
+fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/apiserver")
+}
+
+/// The kube-apiserver binary: from build.sh's cache, built first if missing (minutes).
+fn apiserver_binary(scripts: &Path) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("PALISADE_APISERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let finished = proc::run_ok(
+        &mut Command::new(scripts.join("build.sh")),
+        None,
+        Duration::from_secs(40 * 60),
+    )?;
+    let path = finished
+        .stdout
+        .lines()
+        .last()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| anyhow!("build.sh printed no path: {}", finished.both()))?;
+    Ok(PathBuf::from(path))
+}
+
+impl ApiServer {
+    /// Creates the api namespace on the cluster's fabric and starts etcd + kube-apiserver in
+    /// it, with their files under `dir` (which must not exist yet or be empty).
+    pub fn start(cluster: &Cluster, dir: &Path) -> Result<ApiServer> {
+        // The scripts install what is missing with apt-get, which cannot work inside a network
+        // namespace: install here first.
+        for (program, package) in [
+            ("etcd", "etcd-server"),
+            ("openssl", "openssl"),
+            ("curl", "curl"),
+            ("ss", "iproute2"),
+            ("setsid", "util-linux"),
+            ("flock", "util-linux"),
+            ("kubectl", "kubernetes-client"),
+        ] {
+            proc::ensure_command(program, package)?;
+        }
+        let scripts = scripts_dir();
+        let binary = apiserver_binary(&scripts)?;
+        let netns_name = format!("{}api", cluster.prefix);
+        netns::add_netns(&netns_name)?;
+        netns::ip_batch(
+            &cluster.fabric,
+            &[
+                format!("link add apisrv type veth peer name eth0 netns {netns_name}"),
+                "link set apisrv master br0".to_string(),
+                "link set apisrv up".to_string(),
+            ],
+        )?;
+        netns::ip_batch(
+            &netns_name,
+            &[
+                "link set lo up".to_string(),
+                format!("addr add {ADDRESS}/24 dev eth0"),
+                "link set eth0 up".to_string(),
+            ],
+        )?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", dir.display()))?;
+        let kubectl = std::env::var("PALISADE_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        let mut server = ApiServer {
+            netns: netns_name.clone(),
+            kubeconfig: dir.join("admin.kubeconfig"),
+            dir: dir.clone(),
+            url: String::new(),
+            scripts: scripts.clone(),
+            kubectl,
+            running: true,
+        };
+        let started = Instant::now();
+        let finished = proc::run_ok(
+            netns::in_netns(&netns_name, scripts.join("start.sh"))
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--bind-address", &ADDRESS.to_string()])
+                .env("PALISADE_APISERVER_BIN", &binary),
+            None,
+            Duration::from_secs(180),
+        )
+        .context("start.sh")?;
+        server.url = finished
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("export PALISADE_APISERVER_URL="))
+            .map(|v| v.trim_matches('\'').to_string())
+            .ok_or_else(|| anyhow!("start.sh printed no PALISADE_APISERVER_URL"))?;
+        println!(
+            "apiserver {} up in {:.1}s (dir {})",
+            server.url,
+            started.elapsed().as_secs_f64(),
+            dir.display()
+        );
+        Ok(server)
+    }
+
+    /// A command run inside the api namespace.
+    fn inside(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        netns::in_netns(&self.netns, program)
+    }
+
+    /// `kubectl ARGS` against this apiserver; fails unless it exits 0.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        self.kubectl_input(args, None)
+    }
+
+    pub fn kubectl_input(&self, args: &[&str], input: Option<&str>) -> Result<String> {
+        Ok(self.kubectl_raw(args, input)?.stdout)
+    }
+
+    /// kubectl, returning whatever happened (exit status included).
+    pub fn kubectl_raw(&self, args: &[&str], input: Option<&str>) -> Result<Finished> {
+        let mut command = self.inside(&self.kubectl);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--request-timeout=20s")
+            .args(args);
+        let line = format!("kubectl {}", args.join(" "));
+        let finished = proc::run_limited(&mut command, input, KUBECTL_TIMEOUT)?;
+        if !finished.success() {
+            bail!("`{line}` failed ({}): {}", finished.status, finished.both());
+        }
+        Ok(finished)
+    }
+
+    /// `kubectl apply -f -` of `objects`, as one List.
+    pub fn apply(&self, objects: &[Value]) -> Result<()> {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        self.kubectl_input(&["apply", "-f", "-"], Some(&list.to_string()))?;
+        Ok(())
+    }
+
+    /// `kubectl get ... -o json`, parsed.
+    pub fn get_json(&self, args: &[&str]) -> Result<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let text = self.kubectl(&all)?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("kubectl get {args:?} printed {text:?}"))
+    }
+
+    /// Plays the kubelet: marks the pod Running with `ip` (set-pod-status.sh).
+    pub fn set_pod_status(&self, namespace: &str, name: &str, ip: &str) -> Result<()> {
+        proc::run_ok(
+            self.inside(self.scripts.join("set-pod-status.sh"))
+                .arg(&self.kubeconfig)
+                .args([namespace, name, ip]),
+            None,
+            Duration::from_secs(60),
+        )?;
+        Ok(())
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.kubectl_raw(&["get", "--raw", "/readyz"], None).is_ok()
+    }
+
+    /// `stop.sh --only-apiserver`: etcd and all state stay.
+    pub fn stop_apiserver(&self) -> Result<()> {
+        proc::run_ok(
+            Command::new(self.scripts.join("stop.sh"))
+                .arg("--dir")
+                .arg(&self.dir)
+                .arg("--only-apiserver"),
+            None,
+            Duration::from_secs(60),
+        )?;
+        Ok(())
+    }
+
+    /// `restart-apiserver.sh`, inside the api namespace (the apiserver binds the address
+    /// there). Returns once `/readyz` answers.
+    pub fn restart_apiserver(&self) -> Result<()> {
+        proc::run_ok(
+            self.inside(self.scripts.join("restart-apiserver.sh"))
+                .arg("--dir")
+                .arg(&self.dir),
+            None,
+            Duration::from_secs(120),
+        )?;
+        Ok(())
+    }
+
+    /// The last `lines` lines of the apiserver's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        super::tail(&self.dir.join("apiserver.log"), lines)
+    }
+
+    /// Stops the apiserver and etcd. Idempotent.
+    pub fn stop(&mut self) -> Result<()> {
+        if !self.running {
+            return Ok(());
+        }
+        proc::run_ok(
+            Command::new(self.scripts.join("stop.sh"))
+                .arg("--dir")
+                .arg(&self.dir),
+            None,
+            Duration::from_secs(60),
+        )?;
+        self.running = false;
+        Ok(())
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            eprintln!(
+                "stopping the apiserver of {}: {error:#}",
+                self.dir.display()
+            );
+        }
+    }
+}

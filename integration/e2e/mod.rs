@@ -1,0 +1,75 @@
+//! End-to-end pieces for `agent_e2e`: a real apiserver reachable from every node namespace,
+//! `palisade agent` processes, the metrics text format, Kubernetes objects, and verdicts
+//! sampled over time. Built on the shared harness (`crate::harness`), which it only reads.
+
+pub mod agent;
+pub mod apiserver;
+pub mod kube;
+pub mod metrics;
+pub mod proc;
+pub mod verdicts;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+/// The last `lines` lines of a text file ("" if unreadable).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A scratch directory for one test (apiserver files, agent logs, manifests). Removed at the
+/// end, except after a panic, when it is kept for whoever investigates and its path printed.
+pub struct RunDir {
+    dir: Option<tempfile::TempDir>,
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(tag: &str) -> Result<RunDir> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("palisade-{tag}-"))
+            .tempdir()
+            .context("creating a scratch directory")?;
+        Ok(RunDir {
+            path: dir.path().to_path_buf(),
+            dir: Some(dir),
+        })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!(
+                    "logs and files of the failed test kept in {}",
+                    kept.display()
+                );
+            }
+        }
+    }
+}
+
+/// `12ms`, `1.25s`.
+pub fn ms(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
+/// Median (mean of the middle two for an even count) and maximum of a list of durations.
+pub fn median_and_max(values: &[Duration]) -> Option<(Duration, Duration)> {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    let max = *sorted.last()?;
+    let middle = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 {
+        sorted[middle]
+    } else {
+        (sorted[middle - 1] + sorted[middle]) / 2
+    };
+    Some((median, max))
+}

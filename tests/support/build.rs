@@ -1,0 +1,131 @@
+//! Terse constructors for hand-written clusters.
+
+use palisade::model::{
+    self, IpBlock, NamedPort, Namespace, NamespaceScope, ObjectKey, Peer, Pod, Policy, PolicyRule,
+    PortMatch, PortRule, Protocol, Selection,
+};
+use palisade::selector::{LabelSelector, Labels};
+
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A Namespace object as the API server would show it: with its name label.
+pub fn namespace(name: &str, pairs: &[(&str, &str)]) -> Namespace {
+    let mut labels = labels(pairs);
+    labels.insert(model::NAMESPACE_NAME_LABEL.to_string(), name.to_string());
+    Namespace {
+        name: name.to_string(),
+        labels,
+        legacy_default_deny: false,
+    }
+}
+
+pub fn pod(key: &str, node: &str, ips: &[&str], pairs: &[(&str, &str)]) -> Pod {
+    let (ns, name) = key.split_once('/').expect("pod key is ns/name");
+    Pod {
+        key: ObjectKey::new(ns, name),
+        node: Some(node.to_string()),
+        ips: ips.iter().map(|ip| ip.parse().expect("pod ip")).collect(),
+        labels: labels(pairs),
+        named_ports: Vec::new(),
+    }
+}
+
+pub fn with_port(mut pod: Pod, name: &str, protocol: Protocol, port: u16) -> Pod {
+    pod.named_ports.push(NamedPort {
+        name: name.to_string(),
+        protocol,
+        port,
+    });
+    pod
+}
+
+pub fn match_labels(pairs: &[(&str, &str)]) -> LabelSelector {
+    LabelSelector::from_match_labels(pairs.iter().copied())
+}
+
+pub fn expression(key: &str, operator: &str, values: &[&str]) -> LabelSelector {
+    let mut selector = LabelSelector::everything();
+    let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    selector
+        .require_expression(key, operator, &values)
+        .expect("valid expression");
+    selector
+}
+
+pub fn policy(
+    key: &str,
+    pod_selector: LabelSelector,
+    ingress: Option<Vec<PolicyRule>>,
+    egress: Option<Vec<PolicyRule>>,
+) -> Policy {
+    let (ns, name) = key.split_once('/').expect("policy key is ns/name");
+    Policy {
+        key: ObjectKey::new(ns, name),
+        pod_selector,
+        ingress,
+        egress,
+    }
+}
+
+pub fn rule(peers: Option<Vec<Peer>>, ports: Vec<PortRule>) -> PolicyRule {
+    PolicyRule { peers, ports }
+}
+
+/// A peer with only a podSelector: pods of the policy's own namespace `ns`.
+pub fn pods_in(ns: &str, pods: LabelSelector) -> Peer {
+    Peer::Pods(Selection {
+        namespaces: NamespaceScope::Named(ns.to_string()),
+        pods,
+    })
+}
+
+/// A peer with a namespaceSelector (and a podSelector, everything if absent).
+pub fn pods_where(namespaces: LabelSelector, pods: LabelSelector) -> Peer {
+    Peer::Pods(Selection {
+        namespaces: NamespaceScope::Selector(namespaces),
+        pods,
+    })
+}
+
+pub fn block(cidr: &str, except: &[&str]) -> Peer {
+    Peer::Block(IpBlock {
+        cidr: cidr.parse().expect("cidr"),
+        except: except.iter().map(|e| e.parse().expect("except")).collect(),
+    })
+}
+
+pub fn port(protocol: Protocol, port: u16) -> PortRule {
+    PortRule {
+        protocol,
+        port: PortMatch::Range {
+            start: port,
+            end: port,
+        },
+    }
+}
+
+pub fn port_range(protocol: Protocol, start: u16, end: u16) -> PortRule {
+    PortRule {
+        protocol,
+        port: PortMatch::Range { start, end },
+    }
+}
+
+pub fn named_port(protocol: Protocol, name: &str) -> PortRule {
+    PortRule {
+        protocol,
+        port: PortMatch::Named(name.to_string()),
+    }
+}
+
+pub fn any_port(protocol: Protocol) -> PortRule {
+    PortRule {
+        protocol,
+        port: PortMatch::Any,
+    }
+}
