@@ -189,3 +189,43 @@ pub fn full_text(state: &FamilyState, family: Family) -> String {
     out.push_str("\nCOMMIT\n");
     out
 }
+
+/// The restore input that brings the named sets and chains of one family to their state in
+/// `state`: each present set recreated with its members, each present chain rewritten, each
+/// absent one removed. What the agent's event path renders for the objects a change touched.
+pub fn changed_objects(state: &FamilyState, names: &[&str]) -> (String, String) {
+    let mut sets = String::new();
+    let mut chains = String::from("*filter\n");
+    let mut removed_chains = Vec::new();
+    let mut removed_sets = Vec::new();
+    for name in names {
+        if let Some(set) = state.ipsets.get(*name) {
+            let _ = writeln!(sets, "{} -exist", ipset_create(name, set));
+            let _ = writeln!(sets, "flush {name}");
+            for member in &set.members {
+                let _ = writeln!(sets, "add {name} {member}");
+            }
+        } else if let Some(chain) = state.chains.get(*name) {
+            let _ = writeln!(chains, ":{name} - [0:0]");
+            for line in chain_rules(name, chain) {
+                chains.push_str(&line);
+                chains.push('\n');
+            }
+        } else if crate::compiler::naming::is_owned_chain(name) {
+            removed_chains.push(*name);
+        } else {
+            removed_sets.push(*name);
+        }
+    }
+    for name in &removed_chains {
+        let _ = writeln!(chains, "-F {name}");
+    }
+    for name in &removed_chains {
+        let _ = writeln!(chains, "-X {name}");
+    }
+    chains.push_str("COMMIT\n");
+    for name in removed_sets {
+        let _ = writeln!(sets, "destroy {name}");
+    }
+    (sets, chains)
+}

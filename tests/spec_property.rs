@@ -4,11 +4,15 @@
 //!   pod-to-pod (and pod-to/from-outside) packet is run through an iptables/ipset interpreter of
 //!   the compiled state; the verdict must equal that of a reference evaluator written from the
 //!   Kubernetes documentation (`support::reference`).
-//! * `incremental_updates_equal_a_cold_compile`: a `NodeCompiler` fed random index changes must
-//!   hold exactly the state a from-scratch `compile` gives.
-//! * Deterministic cases pin spec corner cases through both the reference and the compiler.
+//! * `incremental_updates_equal_a_cold_compile` (1-6 updates) and
+//!   `long_update_histories_equal_a_cold_compile` (10-30): a `NodeCompiler` per node fed random
+//!   index changes, alone or batched, must hold exactly the state a from-scratch `compile` gives.
+//! * Deterministic cases pin spec corner cases through both the reference and the compiler, and
+//!   regressions pin compiler bugs the properties found.
 //!
-//! `PROPTEST_CASES` overrides the number of cases of both properties.
+//! Every compiled state is also checked to be loadable (`support::iptables::validate`): no
+//! missing chains or sets, set types fit their use. `PROPTEST_CASES` overrides the number of
+//! cases of every property; proptest seeds each run afresh.
 
 mod support;
 
@@ -260,7 +264,7 @@ fn check_spec(cluster: &Cluster) -> Result<SpecStats, String> {
 #[test]
 fn compiled_rules_follow_the_spec() {
     let started = Instant::now();
-    let config = config(512);
+    let config = config(1024);
     let cases = config.cases;
     let mut runner = TestRunner::new(config);
     let packets = std::cell::Cell::new(0usize);
@@ -1097,17 +1101,18 @@ fn policies_and_rules_are_additive() {
     expect(&cluster, "ns-a/server", "ns-a/web", V4, Tcp, 80, false);
 }
 
-// ---- compiler bugs found by the properties -----------------------------------------------------
+// ---- regressions: compiler bugs found by the properties -----------------------------------------
 
-/// BUG (found by `incremental_updates_equal_a_cold_compile`): a namespace that has no Namespace
-/// object and has lost its last pod is left out of namespace-selector sets created after that;
-/// when pods come back to it, the incremental compiler never adds them.
+/// Found by the incremental properties against 54d9f21 (fixed in 837cb29, "empty implicit
+/// namespaces stay evaluated"): a namespace without a Namespace object that had lost its last
+/// pod was left out of namespace-selector sets created after that, so pods coming back to it were
+/// never added to them, and the policy's ingress from them was dropped.
 ///
-/// Cause, src/compiler/node.rs: `watch_selection` computes a new selector set's namespaces from
-/// `populated_namespaces()` and the Namespace objects only, while `update_pod_membership`
-/// re-evaluates a namespace only when it is missing from `evaluated_namespaces`, which still
-/// holds the emptied namespace. So the new pod finds no set for its namespace in
-/// `selector_sets_by_namespace`. A cold compile (`SetKey::build`) includes it.
+/// Cause at 54d9f21, src/compiler/node.rs: `watch_selection` computed a new selector set's
+/// namespaces from `populated_namespaces()` and the Namespace objects only, while
+/// `update_pod_membership` re-evaluated a namespace only when it was missing from
+/// `evaluated_namespaces`, which still held the emptied namespace. A cold compile included the
+/// pod.
 #[test]
 fn pods_returning_to_an_emptied_namespace_join_selector_sets_made_meanwhile() {
     let initial = cluster_of(
@@ -1156,8 +1161,9 @@ fn pods_returning_to_an_emptied_namespace_join_selector_sets_made_meanwhile() {
     }
 }
 
-/// The same bug by another path: the namespace had no pods when its Namespace object went away,
-/// so it is evaluated, unpopulated and without an object when the set is made.
+/// The same bug by another path (found by `long_update_histories_equal_a_cold_compile`): the
+/// namespace had no pods when its Namespace object went away, so it was evaluated, unpopulated
+/// and without an object when the set was made.
 #[test]
 fn pods_in_a_namespace_whose_object_went_away_join_selector_sets_made_meanwhile() {
     let initial = cluster_of(

@@ -44,7 +44,7 @@ pub fn policy_chain(
         .enumerate()
     {
         let origin = format!("{} {direction}[{i}]", policy.key);
-        let peers = peer_alternatives(rule.peers.as_deref(), direction, family, &mut out.sets);
+        let peers = peer_alternatives(rule.peers.as_deref(), direction, family);
         let ports: Vec<Option<&PortRule>> = if rule.ports.is_empty() {
             vec![None]
         } else {
@@ -59,6 +59,15 @@ pub fn policy_chain(
                         port_matches(port, peer, direction, family, &own_pods, &mut out.sets)
                     }
                 };
+                // The peer's own set only when the rule still reads it (an egress named port
+                // replaces it with its address-and-port set).
+                if let Some(set) = &peer.set {
+                    let name = set.name(family);
+                    let reads = |m: &Match| matches!(m, Match::SourceInSet(n) | Match::DestinationInSet(n) if *n == name);
+                    if matches.iter().any(reads) {
+                        out.sets.push(set.clone());
+                    }
+                }
                 out.rules
                     .push(Rule::new(matches, allow.clone(), origin.clone()));
                 emitted = true;
@@ -84,6 +93,8 @@ pub fn policy_chain(
 /// remote pod must be in for an egress named port to resolve against it.
 struct PeerAlternative {
     matches: Vec<Match>,
+    /// The set `matches` reads, if any.
+    set: Option<SetKey>,
     remote: RemotePods,
 }
 
@@ -107,11 +118,11 @@ fn peer_alternatives(
     peers: Option<&[Peer]>,
     direction: Direction,
     family: Family,
-    sets: &mut Vec<SetKey>,
 ) -> Vec<PeerAlternative> {
     let Some(peers) = peers else {
         return vec![PeerAlternative {
             matches: Vec::new(),
+            set: None,
             remote: RemotePods::Any,
         }];
     };
@@ -123,8 +134,8 @@ fn peer_alternatives(
                 alternatives.push(PeerAlternative {
                     matches: vec![remote_match(direction, key.name(family))],
                     remote: RemotePods::Selection(selection.clone()),
+                    set: Some(key),
                 });
-                sets.push(key);
             }
             // An ipBlock of the other family matches nothing here.
             Peer::Block(block) if block.family() != family => {}
@@ -133,8 +144,8 @@ fn peer_alternatives(
                 alternatives.push(PeerAlternative {
                     matches: vec![remote_match(direction, key.name(family))],
                     remote: RemotePods::Block,
+                    set: Some(key),
                 });
-                sets.push(key);
             }
         }
     }

@@ -59,6 +59,8 @@ pub struct NodeCompiler {
     /// Active sets over a namespace selector, with the namespaces it matches now.
     selector_sets: HashMap<SetKey, HashSet<String>>,
     selector_sets_by_namespace: HashMap<String, HashSet<SetKey>>,
+    /// Sets and chains changed since the last [`NodeCompiler::take_dirty`].
+    dirty: BTreeSet<(Family, String)>,
     /// How many rules each local pod has in `PAL-FORWARD`, (egress, ingress), per family
     /// (IPv4 first): where to splice when one pod changes.
     forward_counts: [BTreeMap<ObjectKey, (usize, usize)>; 2],
@@ -80,6 +82,7 @@ impl NodeCompiler {
             selector_sets: HashMap::new(),
             selector_sets_by_namespace: HashMap::new(),
             forward_counts: [BTreeMap::new(), BTreeMap::new()],
+            dirty: BTreeSet::new(),
             evaluated_namespaces: index
                 .populated_namespaces()
                 .map(str::to_string)
@@ -110,6 +113,12 @@ impl NodeCompiler {
 
     pub fn into_state(self) -> DesiredState {
         self.state
+    }
+
+    /// The names of the sets and chains that changed (or went away) since the last call: what
+    /// a renderer of the change has to look at.
+    pub fn take_dirty(&mut self) -> BTreeSet<(Family, String)> {
+        std::mem::take(&mut self.dirty)
     }
 
     pub fn local_pod_count(&self) -> usize {
@@ -229,7 +238,7 @@ impl NodeCompiler {
                                 pod.isolated_by_namespace,
                                 &self.marks,
                             );
-                            chains.insert(name, Chain { rules });
+                            chains.insert(name.clone(), Chain { rules });
                         } else {
                             chains.remove(&name);
                         }
@@ -238,6 +247,7 @@ impl NodeCompiler {
                         chains.remove(&name);
                     }
                 }
+                self.dirty.insert((family, name));
             }
         }
         let dispatch_changed = match (&old, &new) {
@@ -310,6 +320,8 @@ impl NodeCompiler {
                     .any(|p| p.ips.iter().any(|ip| Family::of(ip) == family));
             let counts = &mut self.forward_counts[slot];
             let chains = &mut self.state.family_mut(family).chains;
+            self.dirty
+                .insert((family, naming::FORWARD_CHAIN.to_string()));
             if !wanted {
                 chains.remove(naming::FORWARD_CHAIN);
                 counts.clear();
@@ -363,10 +375,9 @@ impl NodeCompiler {
         }
         if let Some(active) = self.policy_chains.remove(key) {
             let (policy, direction, family) = key;
-            self.state
-                .family_mut(*family)
-                .chains
-                .remove(&naming::policy_chain(policy, *direction));
+            let name = naming::policy_chain(policy, *direction);
+            self.state.family_mut(*family).chains.remove(&name);
+            self.dirty.insert((*family, name));
             for set in active.sets {
                 self.release_set(&set, *family);
             }
@@ -384,8 +395,10 @@ impl NodeCompiler {
                 sets: Vec::new(),
             },
         };
+        let name = naming::policy_chain(policy_key, *direction);
+        self.dirty.insert((*family, name.clone()));
         self.state.family_mut(*family).chains.insert(
-            naming::policy_chain(policy_key, *direction),
+            name,
             Chain {
                 rules: compiled.rules,
             },
@@ -440,10 +453,9 @@ impl NodeCompiler {
             }
             None => key.build(index, family, std::iter::empty()),
         };
-        self.state
-            .family_mut(family)
-            .ipsets
-            .insert(key.name(family), set);
+        let name = key.name(family);
+        self.dirty.insert((family, name.clone()));
+        self.state.family_mut(family).ipsets.insert(name, set);
     }
 
     fn release_set(&mut self, key: &SetKey, family: Family) {
@@ -456,10 +468,9 @@ impl NodeCompiler {
             return;
         }
         self.set_refs.remove(&map_key);
-        self.state
-            .family_mut(family)
-            .ipsets
-            .remove(&key.name(family));
+        let name = key.name(family);
+        self.state.family_mut(family).ipsets.remove(&name);
+        self.dirty.insert((family, name));
         let other = match family {
             Family::V4 => Family::V6,
             Family::V6 => Family::V4,
@@ -637,12 +648,18 @@ impl NodeCompiler {
         else {
             return;
         };
+        let mut changed = false;
         for (entry, kept) in stale.iter().zip(still_contributed) {
             if !kept {
-                set.members.remove(entry);
+                changed |= set.members.remove(entry);
             }
         }
-        set.members.extend(wanted);
+        for entry in wanted {
+            changed |= set.members.insert(entry);
+        }
+        if changed {
+            self.dirty.insert((family, key.name(family)));
+        }
     }
 
     fn update_namespace_matches(&mut self, index: &ClusterIndex, namespace: &str) {

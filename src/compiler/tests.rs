@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::desired::SetEntry;
+use super::sets::SetKey;
 use super::*;
 use crate::index::ClusterIndex;
 use crate::model::{
@@ -250,4 +251,37 @@ fn marks_must_be_distinct_single_bits_clear_of_kube_proxy() {
         Err(MarksError::KubeProxy(0x4000))
     );
     assert_eq!(Marks::new(0x10, 0x10), Err(MarksError::Same));
+}
+
+#[test]
+fn only_what_a_change_touches_is_dirty() {
+    let mut index = cluster();
+    index.upsert_policy(ingress_policy(
+        "a",
+        "db",
+        &[("app", "db")],
+        vec![pods_in("a", &[("role", "client")])],
+    ));
+    let mut compiler = NodeCompiler::new(&index, "n1", Marks::default());
+    assert!(
+        !compiler.take_dirty().is_empty(),
+        "a cold compile touches everything it builds"
+    );
+    let change = index
+        .upsert_pod(pod(
+            "a",
+            "web",
+            "n2",
+            &["10.0.0.2", "fd00::2"],
+            &[("app", "web"), ("role", "client")],
+        ))
+        .unwrap();
+    compiler.apply(&index, &[change]);
+    let set = SetKey::Pods(Selection {
+        namespaces: NamespaceScope::Named("a".into()),
+        pods: select(&[("role", "client")]),
+    })
+    .name(Family::V4);
+    assert_eq!(compiler.take_dirty(), BTreeSet::from([(Family::V4, set)]));
+    assert!(compiler.take_dirty().is_empty());
 }

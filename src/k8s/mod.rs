@@ -15,7 +15,6 @@ use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod as K8sPod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::agent::{AgentMessage, InvalidPolicy, SourceEvent};
@@ -67,7 +66,32 @@ fn events<K>(api: Api<K>) -> impl Stream<Item = Result<Event<K>, watcher::Error>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    watcher::watcher(api, watcher::Config::default()).default_backoff()
+    watcher::watcher(api, watcher::Config::default())
+}
+
+/// Retry delay of a failing watcher. kube-runtime's own backoff resets on the `Init` event that
+/// precedes every list attempt, so a watcher that keeps failing would retry about once a
+/// second forever; this one grows until the watch delivers a listing or an event again.
+struct Backoff {
+    next: std::time::Duration,
+}
+
+impl Backoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(800);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+    fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Self::MAX);
+    }
 }
 
 fn send(sender: &Sender<AgentMessage>, event: SourceEvent) -> bool {
@@ -78,9 +102,15 @@ fn key_of<K: Resource>(object: &K) -> ObjectKey {
     ObjectKey::new(object.namespace().unwrap_or_default(), object.name_any())
 }
 
-fn watch_error(metrics: &Metrics, kind: &str, error: &watcher::Error) {
+async fn watch_error(metrics: &Metrics, kind: &str, error: &watcher::Error, backoff: &mut Backoff) {
     metrics.sync_errors.with_label_values(&["watch"]).inc();
-    tracing::warn!(kind, %error, "watch failed; retrying with backoff (rules stay as they are)");
+    tracing::warn!(
+        kind,
+        %error,
+        retry_in_ms = backoff.next.as_millis() as u64,
+        "watch failed; retrying with backoff (rules stay as they are)"
+    );
+    backoff.wait().await;
 }
 
 async fn watch_pods(api: Api<K8sPod>, sender: Sender<AgentMessage>, metrics: Arc<Metrics>) {
@@ -97,7 +127,14 @@ async fn watch_pods(api: Api<K8sPod>, sender: Sender<AgentMessage>, metrics: Arc
     };
     let mut listing = Vec::new();
     let mut stream = std::pin::pin!(events(api));
+    let mut backoff = Backoff::new();
     while let Some(event) = stream.next().await {
+        if matches!(
+            event,
+            Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))
+        ) {
+            backoff.reset();
+        }
         let delivered = match event {
             Ok(Event::Init) => {
                 listing.clear();
@@ -117,8 +154,8 @@ async fn watch_pods(api: Api<K8sPod>, sender: Sender<AgentMessage>, metrics: Arc
             },
             Ok(Event::Delete(pod)) => send(&sender, SourceEvent::PodRemoved(key_of(&pod))),
             Err(error) => {
-                watch_error(&metrics, "pod", &error);
-                true
+                watch_error(&metrics, "pod", &error, &mut backoff).await;
+                continue;
             }
         };
         if !delivered {
@@ -142,7 +179,14 @@ async fn watch_namespaces(
     };
     let mut listing = Vec::new();
     let mut stream = std::pin::pin!(events(api));
+    let mut backoff = Backoff::new();
     while let Some(event) = stream.next().await {
+        if matches!(
+            event,
+            Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))
+        ) {
+            backoff.reset();
+        }
         let delivered = match event {
             Ok(Event::Init) => {
                 listing.clear();
@@ -162,8 +206,8 @@ async fn watch_namespaces(
             ),
             Ok(Event::Delete(ns)) => send(&sender, SourceEvent::NamespaceRemoved(ns.name_any())),
             Err(error) => {
-                watch_error(&metrics, "namespace", &error);
-                true
+                watch_error(&metrics, "namespace", &error, &mut backoff).await;
+                continue;
             }
         };
         if !delivered {
@@ -223,7 +267,14 @@ async fn watch_policies(
     let mut valid = Vec::new();
     let mut invalid = Vec::new();
     let mut stream = std::pin::pin!(events(api));
+    let mut backoff = Backoff::new();
     while let Some(event) = stream.next().await {
+        if matches!(
+            event,
+            Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))
+        ) {
+            backoff.reset();
+        }
         let delivered = match event {
             Ok(Event::Init) => {
                 valid.clear();
@@ -256,8 +307,8 @@ async fn watch_policies(
             },
             Ok(Event::Delete(policy)) => send(&sender, SourceEvent::PolicyRemoved(key_of(&policy))),
             Err(error) => {
-                watch_error(&metrics, "networkpolicy", &error);
-                true
+                watch_error(&metrics, "networkpolicy", &error, &mut backoff).await;
+                continue;
             }
         };
         if !delivered {

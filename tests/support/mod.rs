@@ -2,7 +2,8 @@
 //! reference evaluator written from the Kubernetes NetworkPolicy documentation, and an
 //! iptables/ipset interpreter over compiled state.
 //!
-//! Nothing here calls into `palisade::compiler` except to read the output types it produces.
+//! The reference evaluator uses nothing of `palisade::compiler` (and its own selector and CIDR
+//! matching); the interpreter reads the compiler's output types and naming constants only.
 
 pub mod build;
 pub mod cluster;
