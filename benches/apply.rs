@@ -1,0 +1,1146 @@
+//! Dataplane benchmarks against the real kernel, on `node-0` of the "large" cluster of the
+//! performance issue (150,000 pods on 5,000 nodes, 110 on `node-0`, 2,000 namespaces, 10,000
+//! policies): about 175 sets, 34k members, 324 chains and 1,380 rules.
+//!
+//! `cargo bench --bench apply` (as root; otherwise it prints "skipping: needs root") measures,
+//! for each iptables backend (nft, then legacy):
+//! 1. `full apply`: `Dataplane::apply` of node-0's compiled state into a fresh network namespace
+//!    (`pal-bench-<pid>-<n>`), one new namespace per repetition; wall time by our own timer and
+//!    the report's `elapsed`, split into the commands the dataplane ran and the rest;
+//! 2. `bare restore`: the very restore inputs the dataplane sent (from a dry run against an
+//!    empty namespace), fed to the same tools with `ip netns exec NS <tool> < file` in a fresh
+//!    namespace; the ratio apply / bare against the 1.2x target. Apply and bare repetitions are
+//!    interleaved so a busy machine slows both alike;
+//! 3. the in-process part of an apply (validation, parsing the saves, planning, rendering) with
+//!    a `RecordingRunner` that answers with empty saves (fresh), with the saves of a programmed
+//!    namespace (no-op), and with those saves against the empty state (mostly parsing); plus
+//!    `render::ipset_restore` + `render::iptables_restore` of the state as a reference;
+//! 4. `label toggles`: one remote pod, then one local pod, flips a label so it moves in and out
+//!    of sets node-0 uses (`index.upsert_pod` + `NodeCompiler::apply` + `Dataplane::apply` on
+//!    the programmed namespace), checking the report against the state diff (a remote toggle
+//!    must only change members, a local one rewrites chains);
+//! 5. `no-op re-apply`: the applied state again (reads only, no restore).
+//!
+//! Every namespace is deleted when its guard drops, panics included; namespaces left by a
+//! killed run (their pid gone) are deleted at start.
+//!
+//! Environment:
+//! - `PALISADE_BENCH_QUICK=1`: 3 repetitions and 6 toggles instead of 5 and 10;
+//! - `PALISADE_BENCH_REPS=N`: N repetitions of the full apply and bare restore;
+//! - `PALISADE_BENCH_CLUSTER=small`: the small cluster instead of the large one;
+//! - `PALISADE_BENCH_BACKENDS=nft|legacy|nft,legacy`: which backends (default both).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use palisade::compiler::{DesiredState, Marks, NodeCompiler};
+use palisade::dataplane::{
+    ApplyOptions, ApplyReport, Backend, CommandOutput, CommandRunner, Dataplane, DataplaneError,
+    FamilyStats, NetnsRunner, RecordingRunner, Restore,
+};
+use palisade::index::ClusterIndex;
+use palisade::model::Family;
+use palisade::render;
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use cluster::{LabelToggle, LOCAL_NODE};
+
+/// Apply of a full state into an empty namespace may cost at most this much more than
+/// restoring the same text with the bare tools.
+const RATIO_TARGET: f64 = 1.2;
+
+// ---- small helpers -------------------------------------------------------------------------
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            // Uid: real effective saved fs
+            line.split_whitespace().nth(2).map(|uid| uid == "0")
+        })
+        .unwrap_or(false)
+}
+
+fn have_program(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn ms(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs >= 1e-3 {
+        format!("{:.1} ms", secs * 1e3)
+    } else {
+        format!("{:.0} µs", secs * 1e6)
+    }
+}
+
+/// Median, min and max of some durations.
+#[derive(Clone, Copy)]
+struct Stats {
+    median: Duration,
+    min: Duration,
+    max: Duration,
+    n: usize,
+}
+
+impl Stats {
+    fn of(values: impl IntoIterator<Item = Duration>) -> Option<Stats> {
+        let mut v: Vec<Duration> = values.into_iter().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort();
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2
+        };
+        Some(Stats {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            n,
+        })
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (min {}, max {}, n={})",
+            ms(self.median),
+            ms(self.min),
+            ms(self.max),
+            self.n
+        )
+    }
+}
+
+fn stats_text(stats: Option<Stats>) -> String {
+    stats.map_or_else(|| "not run".to_string(), |s| s.to_string())
+}
+
+/// CPU time of this process and of its waited-for children, from `/proc/self/stat`, in clock
+/// ticks (10 ms on Linux): coarse, only meaningful summed over several applies.
+#[derive(Clone, Copy, Default)]
+struct CpuTicks {
+    own: u64,
+    children: u64,
+}
+
+impl CpuTicks {
+    fn now() -> CpuTicks {
+        let parse = || -> Option<CpuTicks> {
+            let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+            let after = &stat[stat.rfind(')')? + 1..];
+            let f: Vec<u64> = after
+                .split_whitespace()
+                .map(|w| w.parse().unwrap_or(0))
+                .collect();
+            // Fields 14..17 of proc(5), counted from field 3 (the state) here.
+            Some(CpuTicks {
+                own: f.get(11)? + f.get(12)?,
+                children: f.get(13)? + f.get(14)?,
+            })
+        };
+        parse().unwrap_or_default()
+    }
+
+    fn since(self, earlier: CpuTicks) -> CpuTicks {
+        CpuTicks {
+            own: self.own.saturating_sub(earlier.own),
+            children: self.children.saturating_sub(earlier.children),
+        }
+    }
+
+    /// "own X ms + children Y ms per run".
+    fn per_run(self, runs: usize) -> String {
+        let tick_ms = 10.0;
+        let runs = runs.max(1) as f64;
+        format!(
+            "own {:.0} ms + children {:.0} ms per run",
+            self.own as f64 * tick_ms / runs,
+            self.children as f64 * tick_ms / runs
+        )
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+// ---- network namespaces --------------------------------------------------------------------
+
+/// A network namespace that lives as long as the value; deleted on drop, panics included.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "pal-bench-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `ip netns add`: {e}"));
+        assert!(
+            out.status.success(),
+            "`ip netns add {name}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Netns { name }
+    }
+
+    /// Runs a command in the namespace; it must succeed. Returns stdout.
+    fn run(&self, argv: &[&str]) -> String {
+        NetnsRunner::new(self.name.clone())
+            .run(
+                argv[0],
+                &argv[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{argv:?} in {}: {e}", self.name))
+            .stdout
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Deletes `pal-bench-<pid>-<n>` namespaces whose process is gone (a run killed by a signal
+/// does not unwind).
+fn remove_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix("pal-bench-")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+            println!("deleting stale namespace {name}");
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+// ---- a runner that times every command -----------------------------------------------------
+
+/// One command the dataplane (or the bare restore) ran.
+#[derive(Debug, Clone)]
+struct Call {
+    /// `ipset save`, `ipset restore`, `iptables-nft-save`, ...
+    what: String,
+    wall: Duration,
+    stdin_bytes: usize,
+    stdout_bytes: usize,
+}
+
+fn call_name(program: &str, args: &[String]) -> String {
+    match args.first() {
+        Some(sub) if program == "ipset" => format!("ipset {sub}"),
+        _ => program.to_string(),
+    }
+}
+
+/// Runs in a namespace like [`NetnsRunner`] and records how long each command took.
+struct Timed {
+    inner: NetnsRunner,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl Timed {
+    fn new(ns: &Netns) -> Arc<Timed> {
+        Arc::new(Timed {
+            inner: NetnsRunner::new(ns.name.clone()),
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn take(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl CommandRunner for Timed {
+    fn run(
+        &self,
+        program: &str,
+        args: &[String],
+        stdin: Option<&str>,
+    ) -> Result<CommandOutput, DataplaneError> {
+        let start = Instant::now();
+        let result = self.inner.run(program, args, stdin);
+        let wall = start.elapsed();
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Call {
+                what: call_name(program, args),
+                wall,
+                stdin_bytes: stdin.map_or(0, str::len),
+                stdout_bytes: result.as_ref().map_or(0, |o| o.stdout.len()),
+            });
+        result
+    }
+}
+
+// ---- one timed apply -----------------------------------------------------------------------
+
+struct ApplySample {
+    wall: Duration,
+    report: ApplyReport,
+    calls: Vec<Call>,
+}
+
+impl ApplySample {
+    fn commands(&self) -> Duration {
+        self.calls.iter().map(|c| c.wall).sum()
+    }
+}
+
+fn timed_apply(dp: &Dataplane, runner: &Timed, state: &DesiredState) -> ApplySample {
+    runner.take();
+    let start = Instant::now();
+    let report = dp
+        .apply(state, ApplyOptions { dry_run: false })
+        .unwrap_or_else(|e| panic!("apply failed: {e}"));
+    let wall = start.elapsed();
+    ApplySample {
+        wall,
+        report,
+        calls: runner.take(),
+    }
+}
+
+/// Median time per command kind over samples (each sample's calls of one kind summed), in the
+/// order the commands ran, then the rest of the wall time ("in-process").
+fn breakdown(samples: &[(Duration, &[Call])]) -> Vec<(String, Stats, usize, usize)> {
+    let mut order: Vec<String> = Vec::new();
+    for (_, calls) in samples {
+        for c in calls.iter() {
+            if !order.contains(&c.what) {
+                order.push(c.what.clone());
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for what in &order {
+        let mut times = Vec::new();
+        let (mut stdin, mut stdout) = (0, 0);
+        for (_, calls) in samples {
+            let mine: Vec<&Call> = calls.iter().filter(|c| &c.what == what).collect();
+            times.push(mine.iter().map(|c| c.wall).sum());
+            stdin = stdin.max(mine.iter().map(|c| c.stdin_bytes).sum());
+            stdout = stdout.max(mine.iter().map(|c| c.stdout_bytes).sum());
+        }
+        if let Some(s) = Stats::of(times) {
+            rows.push((what.clone(), s, stdin, stdout));
+        }
+    }
+    let rest = samples
+        .iter()
+        .map(|(wall, calls)| wall.saturating_sub(calls.iter().map(|c| c.wall).sum()));
+    if let Some(s) = Stats::of(rest) {
+        rows.push(("in-process (wall - commands)".to_string(), s, 0, 0));
+    }
+    rows
+}
+
+fn breakdown_text(rows: &[(String, Stats, usize, usize)], indent: &str) -> String {
+    let mut out = String::new();
+    for (what, stats, stdin, stdout) in rows {
+        let mut io = String::new();
+        if *stdin > 0 {
+            io.push_str(&format!(", stdin {} KiB", stdin.div_ceil(1024)));
+        }
+        if *stdout > 0 {
+            io.push_str(&format!(", stdout {} KiB", stdout.div_ceil(1024)));
+        }
+        out.push_str(&format!(
+            "{indent}{what:<30} {:>9} (min {}, max {}){io}\n",
+            ms(stats.median),
+            ms(stats.min),
+            ms(stats.max)
+        ));
+    }
+    out
+}
+
+/// One line of what a report says changed.
+fn report_text(report: &ApplyReport) -> String {
+    let mut parts = Vec::new();
+    for family in Family::ALL {
+        let s = report.family(family);
+        if s.skipped {
+            parts.push(format!("{family}: skipped"));
+            continue;
+        }
+        parts.push(format!(
+            "{family}: +{} -{} members, {} sets created, {} destroyed, {} chains written, {} deleted, {} hooks",
+            s.members_added,
+            s.members_removed,
+            s.sets_created,
+            s.sets_destroyed,
+            s.chains_written,
+            s.chains_deleted,
+            s.hooks_inserted + s.hooks_removed
+        ));
+    }
+    format!(
+        "{} changes, {} restores; {}",
+        report.changes,
+        report.restores.len(),
+        parts.join("; ")
+    )
+}
+
+// ---- bare restore --------------------------------------------------------------------------
+
+/// The restore inputs written to files, to be fed with `<` as a shell would.
+struct BareInput {
+    restore: Restore,
+    path: PathBuf,
+}
+
+fn bare_restore(ns: &Netns, inputs: &[BareInput]) -> (Duration, Vec<Call>) {
+    let mut calls = Vec::new();
+    let start = Instant::now();
+    for input in inputs {
+        let t = Instant::now();
+        let stdin = File::open(&input.path).expect("restore input file");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, &input.restore.program])
+            .args(&input.restore.args)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("cannot run ip netns exec");
+        assert!(
+            out.status.success(),
+            "bare {} failed: {}",
+            input.restore.program,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        calls.push(Call {
+            what: call_name(&input.restore.program, &input.restore.args),
+            wall: t.elapsed(),
+            stdin_bytes: input.restore.input.len(),
+            stdout_bytes: 0,
+        });
+    }
+    (start.elapsed(), calls)
+}
+
+// ---- in-process cost, no kernel ------------------------------------------------------------
+
+/// Median wall time of `reps` dry-run applies of `state` over a runner that answers every read
+/// with `saves` (program, stdout); nothing runs, so this is validation, parsing, planning and
+/// rendering only.
+fn in_process(
+    backend: Backend,
+    saves: &[(String, String)],
+    state: &DesiredState,
+    reps: usize,
+) -> (Stats, ApplyReport) {
+    let runner = Arc::new(RecordingRunner::new());
+    for (program, stdout) in saves {
+        runner.set_output(program, stdout);
+    }
+    let dp = Dataplane::new(runner.clone(), backend);
+    let mut times = Vec::new();
+    let mut last = ApplyReport::default();
+    for _ in 0..reps {
+        runner.clear_calls();
+        let start = Instant::now();
+        last = dp
+            .apply(state, ApplyOptions { dry_run: true })
+            .expect("dry run over a recording runner");
+        times.push(start.elapsed());
+    }
+    (Stats::of(times).expect("reps > 0"), last)
+}
+
+/// What the dataplane reads from a namespace: `ipset save` and both filter-table saves.
+fn kernel_saves(ns: &Netns, backend: Backend) -> Vec<(String, String)> {
+    let mut saves = vec![("ipset".to_string(), ns.run(&["ipset", "save"]))];
+    for family in Family::ALL {
+        let program = backend.save_binary(family);
+        saves.push((program.to_string(), ns.run(&[program, "-t", "filter"])));
+    }
+    saves
+}
+
+// ---- label toggles -------------------------------------------------------------------------
+
+struct ToggleSample {
+    /// `index.upsert_pod` + `NodeCompiler::apply`.
+    compile: Duration,
+    apply: Duration,
+    total: Duration,
+    report: ApplyReport,
+    calls: Vec<Call>,
+    /// (sets added/removed, sets with changed members, members changed, chains changed) by
+    /// comparing the states before and after.
+    expected: (usize, usize, usize, usize),
+    /// What the report should say, per family, from the same comparison.
+    expected_stats: [FamilyStats; 2],
+}
+
+impl ToggleSample {
+    /// Whether the report changed exactly what the state diff says, and nothing else.
+    fn consistent(&self) -> bool {
+        Family::ALL.into_iter().all(|family| {
+            let mut reported = *self.report.family(family);
+            reported.skipped = false;
+            (reported.hooks_inserted, reported.hooks_removed) = (0, 0);
+            reported == self.expected_stats[family_slot(family)]
+        })
+    }
+}
+
+fn family_slot(family: Family) -> usize {
+    match family {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
+}
+
+/// What an apply must change to go from `before` to `after` (hooks left out): created sets
+/// count their members as added, chains added or changed count as written.
+fn expected_stats(before: &DesiredState, after: &DesiredState) -> [FamilyStats; 2] {
+    let mut out = [FamilyStats::default(); 2];
+    for family in Family::ALL {
+        let (b, a) = (before.family(family), after.family(family));
+        let s = &mut out[family_slot(family)];
+        for (name, set) in &a.ipsets {
+            match b.ipsets.get(name) {
+                None => {
+                    s.sets_created += 1;
+                    s.members_added += set.members.len();
+                }
+                Some(old) => {
+                    s.members_added += set.members.difference(&old.members).count();
+                    s.members_removed += old.members.difference(&set.members).count();
+                }
+            }
+        }
+        s.sets_destroyed = b
+            .ipsets
+            .keys()
+            .filter(|k| !a.ipsets.contains_key(*k))
+            .count();
+        s.chains_written = a
+            .chains
+            .iter()
+            .filter(|(name, chain)| b.chains.get(*name) != Some(chain))
+            .count();
+        s.chains_deleted = b
+            .chains
+            .keys()
+            .filter(|k| !a.chains.contains_key(*k))
+            .count();
+    }
+    out
+}
+
+fn run_toggles(
+    index: &mut ClusterIndex,
+    compiler: &mut NodeCompiler,
+    dp: &Dataplane,
+    runner: &Timed,
+    spec: &LabelToggle,
+    count: usize,
+) -> Vec<ToggleSample> {
+    let mut samples = Vec::new();
+    let mut next_b = true;
+    // An even count ends where it started.
+    let count = count + count % 2;
+    for _ in 0..count {
+        let pod = if next_b {
+            spec.b.clone()
+        } else {
+            spec.a.clone()
+        };
+        next_b = !next_b;
+        let before = compiler.state().clone();
+        runner.take();
+        let start = Instant::now();
+        let change = index
+            .upsert_pod(pod)
+            .expect("the labels differ, so the index changes");
+        compiler.apply(index, std::slice::from_ref(&change));
+        let compiled = Instant::now();
+        let report = dp
+            .apply(compiler.state(), ApplyOptions { dry_run: false })
+            .unwrap_or_else(|e| panic!("toggle apply failed: {e}"));
+        let end = Instant::now();
+        drop(change);
+        let expected = cluster::state_diff(&before, compiler.state());
+        let expected_stats = expected_stats(&before, compiler.state());
+        samples.push(ToggleSample {
+            compile: compiled - start,
+            apply: end - compiled,
+            total: end - start,
+            report,
+            calls: runner.take(),
+            expected,
+            expected_stats,
+        });
+    }
+    samples
+}
+
+struct ToggleResult {
+    label: String,
+    description: String,
+    compile: Option<Stats>,
+    apply: Option<Stats>,
+    total: Option<Stats>,
+    elapsed: Option<Stats>,
+    breakdown: Vec<(String, Stats, usize, usize)>,
+    reports: BTreeSet<String>,
+    expected: BTreeSet<String>,
+    consistent: bool,
+}
+
+fn summarize_toggles(label: &str, spec: &LabelToggle, samples: &[ToggleSample]) -> ToggleResult {
+    let pairs: Vec<(Duration, &[Call])> = samples
+        .iter()
+        .map(|s| (s.apply, s.calls.as_slice()))
+        .collect();
+    ToggleResult {
+        label: label.to_string(),
+        description: format!("{} ({})", spec.key(), spec.description),
+        compile: Stats::of(samples.iter().map(|s| s.compile)),
+        apply: Stats::of(samples.iter().map(|s| s.apply)),
+        total: Stats::of(samples.iter().map(|s| s.total)),
+        elapsed: Stats::of(samples.iter().map(|s| s.report.elapsed)),
+        breakdown: breakdown(&pairs),
+        reports: samples.iter().map(|s| report_text(&s.report)).collect(),
+        expected: samples
+            .iter()
+            .map(|s| {
+                let (sets, changed, members, chains) = s.expected;
+                format!(
+                    "{sets} sets added/removed, {members} members in {changed} sets, {chains} chains"
+                )
+            })
+            .collect(),
+        consistent: samples.iter().all(ToggleSample::consistent),
+    }
+}
+
+// ---- one backend ---------------------------------------------------------------------------
+
+struct BackendResult {
+    backend: Backend,
+    dry_run: Duration,
+    apply_wall: Option<Stats>,
+    apply_elapsed: Option<Stats>,
+    apply_breakdown: Vec<(String, Stats, usize, usize)>,
+    apply_cpu: String,
+    apply_report: String,
+    bare_wall: Option<Stats>,
+    bare_breakdown: Vec<(String, Stats, usize, usize)>,
+    bare_cpu: String,
+    /// Median of apply/bare over the interleaved pairs of repetitions.
+    paired_ratio: Option<f64>,
+    texts_identical: bool,
+    in_process_fresh: Stats,
+    in_process_noop: Stats,
+    in_process_parse: Stats,
+    /// `render::ipset_restore` + `render::iptables_restore` of the state: the plain renderer,
+    /// a reference for what writing the fresh-apply text can cost.
+    plain_render: Stats,
+    toggles: Vec<ToggleResult>,
+    noop_wall: Option<Stats>,
+    noop_breakdown: Vec<(String, Stats, usize, usize)>,
+    noop_report: BTreeSet<String>,
+    state_restored: bool,
+}
+
+struct Context<'a> {
+    index: &'a mut ClusterIndex,
+    compiler: &'a mut NodeCompiler,
+    state: &'a DesiredState,
+    toggles: &'a [(&'static str, LabelToggle)],
+    reps: usize,
+    toggle_count: usize,
+    scratch: &'a Path,
+}
+
+fn bench_backend(backend: Backend, cx: &mut Context<'_>) -> BackendResult {
+    println!("---- backend {backend} ----");
+    let state = cx.state;
+    // Namespaces live until the end of this backend's run, so the kernel does not tear one
+    // down while the next is being measured.
+    let mut namespaces: Vec<Netns> = Vec::new();
+
+    // The exact texts: a dry run against an empty namespace.
+    namespaces.push(Netns::new());
+    let empty = namespaces.last().expect("just pushed");
+    let dp = Dataplane::new(Arc::new(NetnsRunner::new(empty.name.clone())), backend);
+    let start = Instant::now();
+    let dry = dp
+        .apply(state, ApplyOptions { dry_run: true })
+        .unwrap_or_else(|e| panic!("dry run failed: {e}"));
+    let dry_run = start.elapsed();
+    let inputs: Vec<BareInput> = dry
+        .restores
+        .iter()
+        .enumerate()
+        .map(|(i, restore)| {
+            let path = cx
+                .scratch
+                .join(format!("{backend}-{i}-{:?}.txt", restore.stage));
+            std::fs::write(&path, &restore.input).expect("write restore input");
+            BareInput {
+                restore: restore.clone(),
+                path,
+            }
+        })
+        .collect();
+    println!(
+        "dry run against an empty namespace: {}; restores: {}",
+        ms(dry_run),
+        inputs
+            .iter()
+            .map(|i| format!(
+                "{} {} ({:?}, {} KiB, {} lines)",
+                i.restore.program,
+                i.restore.args.join(" "),
+                i.restore.stage,
+                i.restore.input.len().div_ceil(1024),
+                i.restore.input.lines().count()
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // ---- full apply vs bare restore, interleaved -------------------------------------------
+    let mut applies: Vec<ApplySample> = Vec::new();
+    let mut bares: Vec<(Duration, Vec<Call>)> = Vec::new();
+    let (mut apply_cpu, mut bare_cpu) = (CpuTicks::default(), CpuTicks::default());
+    let mut texts_identical = true;
+    for rep in 0..cx.reps {
+        let mut do_apply = |namespaces: &mut Vec<Netns>| {
+            namespaces.push(Netns::new());
+            let ns = namespaces.last().expect("just pushed");
+            let runner = Timed::new(ns);
+            let dp = Dataplane::new(runner.clone(), backend);
+            let cpu = CpuTicks::now();
+            let sample = timed_apply(&dp, &runner, state);
+            let used = CpuTicks::now().since(cpu);
+            apply_cpu.own += used.own;
+            apply_cpu.children += used.children;
+            texts_identical &= sample.report.restores == dry.restores;
+            println!(
+                "  apply #{rep}: wall {}, report.elapsed {}, commands {} ({})",
+                ms(sample.wall),
+                ms(sample.report.elapsed),
+                ms(sample.commands()),
+                sample
+                    .calls
+                    .iter()
+                    .map(|c| format!("{} {}", c.what, ms(c.wall)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            applies.push(sample);
+        };
+        let mut do_bare = |namespaces: &mut Vec<Netns>| {
+            namespaces.push(Netns::new());
+            let ns = namespaces.last().expect("just pushed");
+            let cpu = CpuTicks::now();
+            let (wall, calls) = bare_restore(ns, &inputs);
+            let used = CpuTicks::now().since(cpu);
+            bare_cpu.own += used.own;
+            bare_cpu.children += used.children;
+            println!(
+                "  bare  #{rep}: wall {} ({})",
+                ms(wall),
+                calls
+                    .iter()
+                    .map(|c| format!("{} {}", c.what, ms(c.wall)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            bares.push((wall, calls));
+        };
+        // Alternate which goes first, so slow drift of the machine hits both alike.
+        if rep % 2 == 0 {
+            do_apply(&mut namespaces);
+            do_bare(&mut namespaces);
+        } else {
+            do_bare(&mut namespaces);
+            do_apply(&mut namespaces);
+        }
+    }
+    let apply_pairs: Vec<(Duration, &[Call])> = applies
+        .iter()
+        .map(|s| (s.wall, s.calls.as_slice()))
+        .collect();
+    let bare_pairs: Vec<(Duration, &[Call])> =
+        bares.iter().map(|(w, c)| (*w, c.as_slice())).collect();
+    let mut ratios: Vec<f64> = applies
+        .iter()
+        .zip(&bares)
+        .map(|(a, (b, _))| a.wall.as_secs_f64() / b.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let paired_ratio = ratios.get(ratios.len() / 2).copied();
+    let apply_report = applies
+        .first()
+        .map(|s| report_text(&s.report))
+        .unwrap_or_default();
+
+    // ---- in-process cost over recorded kernel output ---------------------------------------
+    // The last namespace holds the full state, whether an apply or a bare restore wrote it.
+    let programmed = namespaces.last().expect("at least one namespace");
+    let empty_saves: Vec<(String, String)> = Vec::new();
+    let full_saves = kernel_saves(programmed, backend);
+    let (in_process_fresh, fresh_report) = in_process(backend, &empty_saves, state, cx.reps * 2);
+    let (in_process_noop, noop_dry) = in_process(backend, &full_saves, state, cx.reps * 2);
+    let (in_process_parse, _) =
+        in_process(backend, &full_saves, &DesiredState::default(), cx.reps * 2);
+    assert_eq!(
+        fresh_report.restores, dry.restores,
+        "a recording runner with empty saves plans like an empty namespace"
+    );
+    assert!(
+        noop_dry.restores.is_empty(),
+        "the saves of a programmed namespace need no restore: {}",
+        report_text(&noop_dry)
+    );
+    let plain_render = Stats::of((0..cx.reps * 2).map(|_| {
+        let start = Instant::now();
+        let text: usize = Family::ALL
+            .into_iter()
+            .map(|f| {
+                let family = state.family(f);
+                render::ipset_restore(family).len() + render::iptables_restore(family).len()
+            })
+            .sum();
+        std::hint::black_box(text);
+        start.elapsed()
+    }))
+    .expect("reps > 0");
+    println!(
+        "in-process only (recording runner): fresh {}, no-op {}, parse+plan of the empty state {}; \
+         plain render::ipset_restore + iptables_restore {}",
+        in_process_fresh, in_process_noop, in_process_parse, plain_render
+    );
+
+    // ---- label toggles and no-op on a programmed namespace ---------------------------------
+    namespaces.push(Netns::new());
+    let ns = namespaces.last().expect("just pushed");
+    let runner = Timed::new(ns);
+    let dp = Dataplane::new(runner.clone(), backend);
+    let initial = timed_apply(&dp, &runner, cx.compiler.state());
+    println!(
+        "toggle namespace {}: initial apply {}",
+        ns.name,
+        ms(initial.wall)
+    );
+    let mut toggles = Vec::new();
+    for (label, spec) in cx.toggles {
+        let samples = run_toggles(cx.index, cx.compiler, &dp, &runner, spec, cx.toggle_count);
+        for (i, s) in samples.iter().enumerate() {
+            println!(
+                "  {label} toggle #{i}: compile {}, apply {} (report.elapsed {}), total {}; {}",
+                ms(s.compile),
+                ms(s.apply),
+                ms(s.report.elapsed),
+                ms(s.total),
+                report_text(&s.report)
+            );
+        }
+        toggles.push(summarize_toggles(label, spec, &samples));
+    }
+    let state_restored = cx.compiler.state() == state;
+
+    let mut noops = Vec::new();
+    for _ in 0..cx.reps.max(5) {
+        noops.push(timed_apply(&dp, &runner, cx.compiler.state()));
+    }
+    let noop_pairs: Vec<(Duration, &[Call])> =
+        noops.iter().map(|s| (s.wall, s.calls.as_slice())).collect();
+    let noop_wall = Stats::of(noops.iter().map(|s| s.wall));
+    println!("  no-op re-apply: {}", stats_text(noop_wall));
+
+    let result = BackendResult {
+        backend,
+        dry_run,
+        apply_wall: Stats::of(applies.iter().map(|s| s.wall)),
+        apply_elapsed: Stats::of(applies.iter().map(|s| s.report.elapsed)),
+        apply_breakdown: breakdown(&apply_pairs),
+        apply_cpu: apply_cpu.per_run(applies.len()),
+        apply_report,
+        bare_wall: Stats::of(bares.iter().map(|(w, _)| *w)),
+        bare_breakdown: breakdown(&bare_pairs),
+        bare_cpu: bare_cpu.per_run(bares.len()),
+        paired_ratio,
+        texts_identical,
+        in_process_fresh,
+        in_process_noop,
+        in_process_parse,
+        plain_render,
+        toggles,
+        noop_wall,
+        noop_breakdown: breakdown(&noop_pairs),
+        noop_report: noops.iter().map(|s| report_text(&s.report)).collect(),
+        state_restored,
+    };
+    drop(namespaces);
+    result
+}
+
+/// Median cost of starting a command in a namespace (`ip netns exec NS true`) and on the host.
+fn spawn_overhead(reps: usize) -> (Stats, Stats) {
+    let ns = Netns::new();
+    let time = |argv: &[&str]| {
+        let times = (0..reps).map(|_| {
+            let start = Instant::now();
+            let status = Command::new(argv[0])
+                .args(&argv[1..])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("spawn");
+            assert!(status.success(), "{argv:?}");
+            start.elapsed()
+        });
+        Stats::of(times.collect::<Vec<_>>()).expect("reps > 0")
+    };
+    let netns = time(&["ip", "netns", "exec", &ns.name, "true"]);
+    let host = time(&["true"]);
+    (netns, host)
+}
+
+fn main() {
+    if !is_root() {
+        println!("skipping: needs root");
+        return;
+    }
+    for program in ["ip", "ipset"] {
+        if !have_program(program) {
+            println!("skipping: `{program}` not found");
+            return;
+        }
+    }
+    remove_stale_namespaces();
+    let bench_start = Instant::now();
+    let load_start = loadavg();
+
+    let quick = env_flag("PALISADE_BENCH_QUICK");
+    let small = std::env::var("PALISADE_BENCH_CLUSTER").is_ok_and(|v| v == "small");
+    let reps = std::env::var("PALISADE_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(if quick { 3 } else { 5 });
+    let toggle_count = if quick { 6 } else { 10 };
+    let wanted = std::env::var("PALISADE_BENCH_BACKENDS").unwrap_or_else(|_| "nft,legacy".into());
+    let backends: Vec<Backend> = [Backend::Nft, Backend::Legacy]
+        .into_iter()
+        .filter(|b| wanted.split(',').any(|w| w.trim() == b.as_str()))
+        .filter(|b| {
+            let ok = Family::ALL
+                .iter()
+                .all(|f| have_program(b.save_binary(*f)) && have_program(b.restore_binary(*f)));
+            if !ok {
+                println!("skipping backend {b}: its tools are missing");
+            }
+            ok
+        })
+        .collect();
+
+    // ---- cluster and node-0's state --------------------------------------------------------
+    let params = if small {
+        cluster::ClusterParams::small()
+    } else {
+        cluster::ClusterParams::large()
+    };
+    let size = if small { "small" } else { "large" };
+    let start = Instant::now();
+    let mut index = cluster::generate(&params).build_index();
+    let index_time = start.elapsed();
+    let start = Instant::now();
+    let mut compiler = NodeCompiler::new(&index, LOCAL_NODE, Marks::default());
+    let compile_time = start.elapsed();
+    let state = compiler.state().clone();
+    println!(
+        "palisade apply bench: {size} cluster, {} repetitions, {toggle_count} toggles; load average {load_start}",
+        reps
+    );
+    println!("cluster: {}", cluster::describe_index(&index));
+    println!(
+        "index built in {}, {LOCAL_NODE} compiled in {}",
+        ms(index_time),
+        ms(compile_time)
+    );
+    println!("{LOCAL_NODE} state: {}", cluster::describe_state(&state));
+
+    let mut toggles: Vec<(&'static str, LabelToggle)> = Vec::new();
+    for (label, local) in [("remote", false), ("local", true)] {
+        match cluster::label_toggle(&index, LOCAL_NODE, local) {
+            Some(spec) => toggles.push((label, spec)),
+            None => println!("no {label} pod to toggle"),
+        }
+    }
+
+    let (spawn_netns, spawn_host) = spawn_overhead(10);
+    println!(
+        "spawn: `ip netns exec NS true` {}, host `true` {}",
+        spawn_netns, spawn_host
+    );
+
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let mut results = Vec::new();
+    {
+        let mut cx = Context {
+            index: &mut index,
+            compiler: &mut compiler,
+            state: &state,
+            toggles: &toggles,
+            reps,
+            toggle_count,
+            scratch: scratch.path(),
+        };
+        for backend in &backends {
+            results.push(bench_backend(*backend, &mut cx));
+        }
+    }
+
+    // ---- summary ---------------------------------------------------------------------------
+    println!();
+    println!("==== palisade apply bench summary ({size} cluster, {LOCAL_NODE}) ====");
+    println!("state:        {}", cluster::describe_state(&state));
+    println!(
+        "machine:      {} CPUs, load average {load_start} at start, {} at end; total run {:.1} s",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg(),
+        bench_start.elapsed().as_secs_f64()
+    );
+    println!(
+        "spawn:        `ip netns exec NS true` {}; host `true` {}",
+        ms(spawn_netns.median),
+        ms(spawn_host.median)
+    );
+    for r in &results {
+        println!("-- backend {} --", r.backend);
+        println!(
+            "full apply, fresh netns:   wall {}",
+            stats_text(r.apply_wall)
+        );
+        println!(
+            "                           report.elapsed {}",
+            stats_text(r.apply_elapsed)
+        );
+        println!("                           {}", r.apply_report);
+        println!("                           CPU: {}", r.apply_cpu);
+        print!("{}", breakdown_text(&r.apply_breakdown, "    "));
+        println!(
+            "bare restore, fresh netns: wall {}",
+            stats_text(r.bare_wall)
+        );
+        println!("                           CPU: {}", r.bare_cpu);
+        print!("{}", breakdown_text(&r.bare_breakdown, "    "));
+        if let (Some(apply), Some(bare)) = (r.apply_wall, r.bare_wall) {
+            let ratio = apply.median.as_secs_f64() / bare.median.as_secs_f64();
+            let verdict = if ratio <= RATIO_TARGET {
+                "met"
+            } else {
+                "MISSED"
+            };
+            println!(
+                "ratio apply/bare:          {ratio:.2}x (target <= {RATIO_TARGET}x: {verdict}); apply - bare = {}",
+                ms(apply.median.saturating_sub(bare.median))
+            );
+        }
+        if let Some(paired) = r.paired_ratio {
+            println!("                           median of per-repetition ratios {paired:.2}x");
+        }
+        println!(
+            "texts sent == dry-run texts: {}; dry run against an empty netns {}",
+            r.texts_identical,
+            ms(r.dry_run)
+        );
+        println!(
+            "in-process only (no kernel): fresh {}; no-op {}; parse saves + plan empty state {}; \
+             reference: plain render of the state {}",
+            ms(r.in_process_fresh.median),
+            ms(r.in_process_noop.median),
+            ms(r.in_process_parse.median),
+            ms(r.plain_render.median)
+        );
+        for t in &r.toggles {
+            println!("{} label toggle: {}", t.label, t.description);
+            println!(
+                "    upsert+compile+apply {}; apply {}; upsert+compile {}; report.elapsed {}",
+                stats_text(t.total),
+                t.apply.map_or_else(|| "-".into(), |s| ms(s.median)),
+                t.compile.map_or_else(|| "-".into(), |s| ms(s.median)),
+                t.elapsed.map_or_else(|| "-".into(), |s| ms(s.median)),
+            );
+            for report in &t.reports {
+                println!("    report: {report}");
+            }
+            for expected in &t.expected {
+                println!("    state diff: {expected}");
+            }
+            println!("    report == state diff on every toggle: {}", t.consistent);
+            print!("{}", breakdown_text(&t.breakdown, "      "));
+        }
+        println!(
+            "no-op re-apply:            wall {}",
+            stats_text(r.noop_wall)
+        );
+        for report in &r.noop_report {
+            println!("    report: {report}");
+        }
+        print!("{}", breakdown_text(&r.noop_breakdown, "    "));
+        println!(
+            "state after all toggles == initial state: {}",
+            r.state_restored
+        );
+    }
+}
