@@ -10,7 +10,7 @@ use crate::render::{rule_body, rule_hash};
 
 use super::ipset_save::KernelSet;
 use super::iptables_save::FilterSnapshot;
-use super::set_members::{desired_elements, Elements};
+use super::set_members::{desired_element_count, desired_elements, Elements};
 
 /// Member changes of a set that exists with the right type and family.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,7 +93,7 @@ impl FamilyPlan {
             .iter()
             .chain(self.replace_sets.iter().map(|r| &r.name))
             .filter_map(|name| desired.ipsets.get(name))
-            .map(|set| desired_elements(set).len())
+            .map(desired_element_count)
             .sum();
         FamilyStats {
             skipped: false,

@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use crate::compiler::desired::{FamilyState, IpSet, Match, Rule};
+use crate::compiler::desired::{FamilyState, IpSet, IpSetKind, Match, Rule};
 use crate::compiler::naming::FORWARD_CHAIN;
 use crate::render::{chain_rules, ipset_create, rule_spec};
 
@@ -234,6 +234,14 @@ fn write_filled_set(out: &mut String, name: &str, set: &IpSet) {
 }
 
 fn write_members(out: &mut String, name: &str, set: &IpSet) {
+    // Addresses and address-port pairs are written as they are: already sorted, unique and
+    // spelled as the kernel spells them. Only networks need the kernel's view.
+    if set.kind != IpSetKind::HashNet {
+        for member in &set.members {
+            let _ = writeln!(out, "add {name} {member}");
+        }
+        return;
+    }
     for (element, nomatch) in desired_elements(set) {
         let flag = if nomatch { " nomatch" } else { "" };
         let _ = writeln!(out, "add {name} {element}{flag}");

@@ -37,6 +37,15 @@ pub fn desired_elements(set: &IpSet) -> Elements {
     elements
 }
 
+/// How many elements the kernel will hold for a desired set. Only `hash:net` entries can split
+/// (`/0`) or merge (an entry and its `nomatch` twin); the others map one to one.
+pub fn desired_element_count(set: &IpSet) -> usize {
+    match set.kind {
+        IpSetKind::HashNet => desired_elements(set).len(),
+        IpSetKind::HashIp | IpSetKind::HashIpPort => set.members.len(),
+    }
+}
+
 fn kernel_elements(entry: &SetEntry) -> Vec<(String, bool)> {
     match entry {
         SetEntry::Ip(ip) => vec![(ip.to_string(), false)],
