@@ -42,7 +42,11 @@ fn fixture() -> Fixture {
     config.debounce = Duration::ZERO;
     config.retry_min = Duration::ZERO;
     let agent = Agent::new(config, dataplane, Arc::clone(&metrics));
-    Fixture { agent, runner, metrics }
+    Fixture {
+        agent,
+        runner,
+        metrics,
+    }
 }
 
 fn list_everything(agent: &mut Agent) {
@@ -51,7 +55,10 @@ fn list_everything(agent: &mut Agent) {
         labels: Labels::new(),
         legacy_default_deny: false,
     }]));
-    agent.ingest(SourceEvent::PodsListed(vec![pod("a", "web"), pod("bb", "db")]));
+    agent.ingest(SourceEvent::PodsListed(vec![
+        pod("a", "web"),
+        pod("bb", "db"),
+    ]));
     agent.ingest(SourceEvent::PoliciesListed {
         valid: vec![deny_all()],
         invalid: vec![],
@@ -61,18 +68,26 @@ fn list_everything(agent: &mut Agent) {
 #[test]
 fn nothing_touches_the_kernel_until_every_kind_is_listed() {
     let mut f = fixture();
-    f.agent.ingest(SourceEvent::PodsListed(vec![pod("a", "web")]));
+    f.agent
+        .ingest(SourceEvent::PodsListed(vec![pod("a", "web")]));
     f.agent.ingest(SourceEvent::PodApplied(pod("bb", "db")));
     f.agent.ingest(SourceEvent::NamespacesListed(vec![]));
     f.agent.run_due_work();
-    assert!(f.runner.calls().is_empty(), "no read or write before the policies are listed");
+    assert!(
+        f.runner.calls().is_empty(),
+        "no read or write before the policies are listed"
+    );
     assert!(!f.metrics.is_ready());
     f.agent.ingest(SourceEvent::PoliciesListed {
         valid: vec![],
         invalid: vec![],
     });
     f.agent.run_due_work();
-    assert_eq!(f.metrics.syncs.get(), 1, "the first sync happens even with nothing to enforce");
+    assert_eq!(
+        f.metrics.syncs.get(),
+        1,
+        "the first sync happens even with nothing to enforce"
+    );
     assert!(f.metrics.is_ready());
 }
 
@@ -90,7 +105,10 @@ fn a_burst_of_events_is_one_sync() {
     f.agent.run_due_work();
     assert_eq!(f.metrics.syncs.get(), 2, "fifty events, one sync");
     let restores = f.runner.restore_calls();
-    assert!(restores.len() <= 3, "one transaction per tool, got {restores:?}");
+    assert!(
+        restores.len() <= 3,
+        "one transaction per tool, got {restores:?}"
+    );
     assert_eq!(f.metrics.watch_events.with_label_values(&["pod"]).get(), 51);
 }
 
@@ -98,12 +116,22 @@ fn a_burst_of_events_is_one_sync() {
 fn a_failed_apply_clears_readiness_and_retries_with_a_full_resync() {
     let mut f = fixture();
     list_everything(&mut f.agent);
-    f.runner.set_failure("iptables-nft-restore", "iptables-restore: line 3 failed");
+    f.runner
+        .set_failure("iptables-nft-restore", "iptables-restore: line 3 failed");
     f.agent.run_due_work();
     assert_eq!(f.metrics.syncs.get(), 0);
     assert!(!f.metrics.is_ready());
-    assert_eq!(f.metrics.sync_errors.with_label_values(&["restore"]).get(), 1);
-    assert_eq!(f.metrics.restore_errors.with_label_values(&["iptables-restore"]).get(), 1);
+    assert_eq!(
+        f.metrics.sync_errors.with_label_values(&["restore"]).get(),
+        1
+    );
+    assert_eq!(
+        f.metrics
+            .restore_errors
+            .with_label_values(&["iptables-restore"])
+            .get(),
+        1
+    );
     assert!(f.agent.retry_at.is_some() && f.agent.full_resync);
     f.runner.set_output("iptables-nft-restore", "");
     f.agent.run_due_work();
@@ -125,7 +153,10 @@ fn invalid_policies_are_counted_and_fail_closed() {
     }));
     assert_eq!(f.metrics.policies_invalid.get(), 1);
     assert_eq!(f.metrics.policies.get(), 2);
-    assert!(f.agent.index().policy(&stand_in.key).is_some(), "the stand-in isolates its pods");
+    assert!(
+        f.agent.index().policy(&stand_in.key).is_some(),
+        "the stand-in isolates its pods"
+    );
     let mut fixed = stand_in.clone();
     fixed.ingress = Some(vec![]);
     f.agent.ingest(SourceEvent::PolicyApplied(fixed));
@@ -139,7 +170,12 @@ fn a_relisting_replaces_what_is_known_without_losing_the_rest() {
     let mut f = fixture();
     list_everything(&mut f.agent);
     f.agent.run_due_work();
-    f.agent.ingest(SourceEvent::PodsListed(vec![pod("a", "web")]));
+    f.agent
+        .ingest(SourceEvent::PodsListed(vec![pod("a", "web")]));
     assert_eq!(f.agent.index().pod_count(), 1);
-    assert_eq!(f.agent.index().policy_count(), 1, "other kinds are untouched by a pod re-list");
+    assert_eq!(
+        f.agent.index().policy_count(),
+        1,
+        "other kinds are untouched by a pod re-list"
+    );
 }
