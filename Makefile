@@ -30,9 +30,14 @@ test-rust:
 
 bench:
 	$(CARGO) bench --bench compile
+	$(CARGO) bench --bench agent
+	$(CARGO) bench --bench apply
 
+# The scale figures in the README, with fewer samples (the apply bench needs root).
 bench-quick:
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench compile
+	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench agent
+	PALISADE_BENCH_REPS=3 $(CARGO) bench --bench apply
 
 # The seed walkthrough with real packets between network namespaces (root).
 demo:

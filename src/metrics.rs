@@ -93,7 +93,7 @@ impl Metrics {
             watch_events: counter_vec("palisade_watch_events_total", "Watch events received, by kind.", "kind")?,
             drift_repairs: IntCounter::new(
                 "palisade_drift_repairs_total",
-                "Periodic refreshes that found the kernel changed behind Palisade's back and repaired it.",
+                "Chains, sets and hooks the periodic refresh found changed behind Palisade's back and repaired.",
             )?,
             last_successful_sync: IntGauge::new(
                 "palisade_last_successful_sync_timestamp_seconds",

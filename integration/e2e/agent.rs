@@ -203,6 +203,37 @@ impl Agent {
         super::tail(&self.log, lines)
     }
 
+    /// Warnings and errors of the log, grouped: `(level, "target: message", count)`, the
+    /// message cut before its first `key=value` field, so that repeats group together.
+    pub fn log_problems(&self) -> Vec<(String, String, usize)> {
+        let mut groups: Vec<(String, String, usize)> = Vec::new();
+        for line in self.log_text().lines() {
+            let mut words = line.split_whitespace();
+            let (Some(_time), Some(level)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if level != "WARN" && level != "ERROR" {
+                continue;
+            }
+            let message: Vec<&str> = words
+                .take_while(|w| {
+                    !w.split_once('=').is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    })
+                })
+                .collect();
+            let message = message.join(" ");
+            match groups
+                .iter_mut()
+                .find(|(l, m, _)| l == level && *m == message)
+            {
+                Some(group) => group.2 += 1,
+                None => groups.push((level.to_string(), message, 1)),
+            }
+        }
+        groups
+    }
+
     /// The whole log, for searching.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -165,6 +165,8 @@ impl ApiServer {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--request-timeout=20s")
+            .arg("--cache-dir")
+            .arg(self.dir.with_file_name("kubectl-cache"))
             .args(args);
         let line = format!("kubectl {}", args.join(" "));
         let finished = proc::run_limited(&mut command, input, KUBECTL_TIMEOUT)?;
@@ -202,14 +204,44 @@ impl ApiServer {
         Ok(())
     }
 
+    /// The same status as set-pod-status.sh (Running, Ready, the pod IP), written with one
+    /// `kubectl patch --subresource=status`: one call whose return is a precise start for
+    /// timing (the script does the PATCH in the middle of several kubectl calls).
+    pub fn patch_pod_status(&self, namespace: &str, name: &str, ip: &str) -> Result<()> {
+        let condition = |kind: &str| json!({"type": kind, "status": "True"});
+        let patch = json!({"status": {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "conditions": [
+                condition("Initialized"),
+                condition("Ready"),
+                condition("ContainersReady"),
+                condition("PodScheduled"),
+            ],
+        }});
+        self.kubectl(&[
+            "patch",
+            "pod",
+            "-n",
+            namespace,
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ])?;
+        Ok(())
+    }
+
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
         self.kubectl_raw(&["get", "--raw", "/readyz"], None).is_ok()
     }
 
-    /// `stop.sh --only-apiserver`: etcd and all state stay.
-    pub fn stop_apiserver(&self) -> Result<()> {
-        proc::run_ok(
+    /// `stop.sh --only-apiserver`: etcd and all state stay. Returns what stop.sh said.
+    pub fn stop_apiserver(&self) -> Result<String> {
+        let finished = proc::run_ok(
             Command::new(self.scripts.join("stop.sh"))
                 .arg("--dir")
                 .arg(&self.dir)
@@ -217,7 +249,7 @@ impl ApiServer {
             None,
             Duration::from_secs(60),
         )?;
-        Ok(())
+        Ok(finished.stderr.trim().replace('\n', "; "))
     }
 
     /// `restart-apiserver.sh`, inside the api namespace (the apiserver binds the address

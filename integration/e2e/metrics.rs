@@ -55,11 +55,13 @@ impl Exposition {
 
     /// The sum over every series of `name` (0 when there is none).
     pub fn sum(&self, name: &str) -> f64 {
+        // An empty float sum is -0.0; adding 0.0 makes it print as 0.
         self.samples
             .iter()
             .filter(|s| s.name == name)
             .map(|s| s.value)
-            .sum()
+            .sum::<f64>()
+            + 0.0
     }
 }
 

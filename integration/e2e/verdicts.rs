@@ -143,9 +143,11 @@ pub struct Sampling {
     pub limit: Duration,
 }
 
-/// Probes `probes` in overlapping rounds until `stop` is set, `done` (called with every
-/// finished round, in launch order) says so, or `sampling.limit` passes; then waits for the
-/// rounds in flight. A round whose probing failed outright is an error.
+/// Probes `probes` in overlapping rounds until `stop` is set, `done` says so, or
+/// `sampling.limit` passes; then waits for the rounds in flight. `done` sees the finished
+/// rounds in launch order, but only those launched before every round still in flight, so it
+/// never decides on a view that a slower, earlier round could still change. A round whose
+/// probing failed outright is an error.
 pub fn sample(
     cluster: &Cluster,
     probes: &[Probe],
@@ -154,11 +156,12 @@ pub fn sample(
     mut done: impl FnMut(&[Round]) -> bool,
 ) -> Result<Vec<Round>> {
     let started = Instant::now();
-    let (sender, receiver) = mpsc::channel::<Result<Round>>();
+    let (sender, receiver) = mpsc::channel::<(Instant, Result<Round>)>();
     let mut rounds: Vec<Round> = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
     std::thread::scope(|scope| {
-        let mut in_flight = 0usize;
+        // Launch instants of the rounds in flight.
+        let mut in_flight: Vec<Instant> = Vec::new();
         let mut next_launch = Instant::now();
         let mut finished_early = false;
         loop {
@@ -166,17 +169,17 @@ pub fn sample(
                 || failure.is_some()
                 || stop.load(Ordering::SeqCst)
                 || started.elapsed() >= sampling.limit;
-            if stopping && in_flight == 0 {
+            if stopping && in_flight.is_empty() {
                 break;
             }
             let now = Instant::now();
-            if !stopping && now >= next_launch && in_flight < sampling.max_in_flight {
+            if !stopping && now >= next_launch && in_flight.len() < sampling.max_in_flight {
                 let sender = sender.clone();
                 let timeout = sampling.timeout;
-                in_flight += 1;
+                let launched = now;
+                in_flight.push(launched);
                 next_launch = now + sampling.interval;
                 scope.spawn(move || {
-                    let launched = Instant::now();
                     let result = cluster
                         .run_probes(probes, timeout)
                         .map(|observations| Round {
@@ -184,7 +187,7 @@ pub fn sample(
                             finished: Instant::now(),
                             observations,
                         });
-                    let _ = sender.send(result);
+                    let _ = sender.send((launched, result));
                 });
                 continue;
             }
@@ -196,8 +199,8 @@ pub fn sample(
                     .max(Duration::from_millis(1))
             };
             match receiver.recv_timeout(wait) {
-                Ok(result) => {
-                    in_flight -= 1;
+                Ok((launched, result)) => {
+                    in_flight.retain(|l| *l != launched);
                     match result {
                         Ok(round) => {
                             let at = rounds
@@ -205,7 +208,14 @@ pub fn sample(
                                 .position(|r| r.launched > round.launched)
                                 .unwrap_or(rounds.len());
                             rounds.insert(at, round);
-                            if !finished_early && done(&rounds) {
+                            let complete = match in_flight.iter().min() {
+                                Some(oldest) => rounds
+                                    .iter()
+                                    .position(|r| r.launched >= *oldest)
+                                    .unwrap_or(rounds.len()),
+                                None => rounds.len(),
+                            };
+                            if !finished_early && done(&rounds[..complete]) {
                                 finished_early = true;
                             }
                         }
@@ -282,15 +292,12 @@ pub fn await_flips(
                 .is_some_and(|allow| expect::satisfies(&o.verdict, *allow))
         })
     };
-    let first_stable = |rounds: &[Round]| {
-        rounds
-            .iter()
-            .rposition(|r| !ok(r))
-            .map_or(0, |bad| bad + 1)
-    };
+    let first_stable =
+        |rounds: &[Round]| rounds.iter().rposition(|r| !ok(r)).map_or(0, |bad| bad + 1);
     let settled = |rounds: &[Round]| {
         let first = first_stable(rounds);
-        first < rounds.len() && rounds[first].launched + how.settle <= rounds[rounds.len() - 1].launched
+        first < rounds.len()
+            && rounds[first].launched + how.settle <= rounds[rounds.len() - 1].launched
     };
     let stop = AtomicBool::new(false);
     let sampling = Sampling {
@@ -301,9 +308,11 @@ pub fn await_flips(
     };
     let rounds = sample(cluster, &probes, sampling, &stop, settled)?;
     if !settled(&rounds) {
-        let still: Vec<String> = rounds
+        let wrong_rounds: Vec<&Round> = rounds.iter().filter(|r| !ok(r)).collect();
+        let last_wrong: Vec<String> = wrong_rounds
             .last()
             .map(|r| {
+                let at = r.launched.saturating_duration_since(since);
                 r.observations
                     .iter()
                     .filter(|o| {
@@ -311,15 +320,25 @@ pub fn await_flips(
                             .get(&o.probe)
                             .is_some_and(|allow| expect::satisfies(&o.verdict, *allow))
                     })
-                    .map(|o| format!("{} {} ({})", o.probe, o.verdict.as_str(), o.detail))
+                    .map(|o| {
+                        format!(
+                            "+{}ms {} {} ({})",
+                            at.as_millis(),
+                            o.probe,
+                            o.verdict.as_str(),
+                            o.detail
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
         bail!(
-            "not enforced (stably) within {:?} ({} rounds); wrong in the last round:\n  {}",
+            "not enforced (stably, for {:?}) within {:?}: {} rounds, {} of them wrong; the last wrong one:\n  {}",
+            how.settle,
             how.limit,
             rounds.len(),
-            still.join("\n  ")
+            wrong_rounds.len(),
+            last_wrong.join("\n  ")
         );
     }
     let first = first_stable(&rounds);

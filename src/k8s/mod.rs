@@ -78,7 +78,8 @@ struct Backoff {
 
 impl Backoff {
     const FIRST: std::time::Duration = std::time::Duration::from_millis(800);
-    const MAX: std::time::Duration = std::time::Duration::from_secs(30);
+    // Short enough that an agent resumes within seconds of an API server outage ending.
+    const MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
     fn new() -> Self {
         Self { next: Self::FIRST }
