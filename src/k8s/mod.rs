@@ -48,17 +48,26 @@ pub async fn run(
             instance: Some(node),
         },
     );
-    let pods = watch_pods(
+    let pods = watch(
         Api::all(client.clone()),
+        "pod",
+        Pods::default(),
         sender.clone(),
         Arc::clone(&metrics),
     );
-    let namespaces = watch_namespaces(
+    let namespaces = watch(
         Api::all(client.clone()),
+        "namespace",
+        Namespaces::default(),
         sender.clone(),
         Arc::clone(&metrics),
     );
-    let policies = watch_policies(Api::all(client), recorder, sender, metrics);
+    let policies = Policies {
+        recorder,
+        valid: Vec::new(),
+        invalid: Vec::new(),
+    };
+    let policies = watch(Api::all(client), "networkpolicy", policies, sender, metrics);
     futures::join!(pods, namespaces, policies);
 }
 
@@ -114,106 +123,128 @@ async fn watch_error(metrics: &Metrics, kind: &str, error: &watcher::Error, back
     backoff.wait().await;
 }
 
-async fn watch_pods(api: Api<K8sPod>, sender: Sender<AgentMessage>, metrics: Arc<Metrics>) {
-    let convert_pod = |pod: &K8sPod| {
-        let mut warnings = Vec::new();
-        let converted = convert::pod(pod, &mut warnings);
-        for warning in warnings {
-            tracing::warn!("{warning}");
-        }
-        converted.unwrap_or_else(|error| {
-            tracing::warn!(%error, "ignoring a pod Palisade cannot read");
-            None
-        })
-    };
-    let mut listing = Vec::new();
+/// How one kind's watch events become source events.
+trait Translate<K> {
+    /// Takes one object of a listing in progress.
+    fn list_item(&mut self, object: &K);
+    /// The finished listing.
+    fn listed(&mut self) -> SourceEvent;
+    fn applied(&mut self, object: &K) -> SourceEvent;
+    fn deleted(&mut self, object: &K) -> SourceEvent;
+}
+
+/// Runs one watcher until the agent stops listening. A listing is buffered until complete;
+/// errors back off until the watch delivers again.
+async fn watch<K, T>(
+    api: Api<K>,
+    kind: &'static str,
+    mut translate: T,
+    sender: Sender<AgentMessage>,
+    metrics: Arc<Metrics>,
+) where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    T: Translate<K>,
+{
     let mut stream = std::pin::pin!(events(api));
     let mut backoff = Backoff::new();
     while let Some(event) = stream.next().await {
-        if matches!(
-            event,
-            Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))
-        ) {
-            backoff.reset();
-        }
-        let delivered = match event {
-            Ok(Event::Init) => {
-                listing.clear();
-                true
+        let out = match event {
+            Ok(Event::Init) => None,
+            Ok(Event::InitApply(object)) => {
+                translate.list_item(&object);
+                None
             }
-            Ok(Event::InitApply(pod)) => {
-                listing.extend(convert_pod(&pod));
-                true
-            }
-            Ok(Event::InitDone) => send(
-                &sender,
-                SourceEvent::PodsListed(std::mem::take(&mut listing)),
-            ),
-            Ok(Event::Apply(pod)) => match convert_pod(&pod) {
-                Some(converted) => send(&sender, SourceEvent::PodApplied(converted)),
-                None => send(&sender, SourceEvent::PodRemoved(key_of(&pod))),
-            },
-            Ok(Event::Delete(pod)) => send(&sender, SourceEvent::PodRemoved(key_of(&pod))),
+            Ok(Event::InitDone) => Some(translate.listed()),
+            Ok(Event::Apply(object)) => Some(translate.applied(&object)),
+            Ok(Event::Delete(object)) => Some(translate.deleted(&object)),
             Err(error) => {
-                watch_error(&metrics, "pod", &error, &mut backoff).await;
+                watch_error(&metrics, kind, &error, &mut backoff).await;
                 continue;
             }
         };
-        if !delivered {
-            return;
+        if let Some(out) = out {
+            backoff.reset();
+            if !send(&sender, out) {
+                return;
+            }
         }
     }
 }
 
-async fn watch_namespaces(
-    api: Api<K8sNamespace>,
-    sender: Sender<AgentMessage>,
-    metrics: Arc<Metrics>,
-) {
-    let convert_namespace = |ns: &K8sNamespace| {
+fn log_warnings(warnings: Vec<convert::Warning>) {
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+}
+
+#[derive(Default)]
+struct Pods {
+    listing: Vec<crate::model::Pod>,
+}
+
+impl Pods {
+    fn convert(pod: &K8sPod) -> Option<crate::model::Pod> {
+        let mut warnings = Vec::new();
+        let converted = convert::pod(pod, &mut warnings);
+        log_warnings(warnings);
+        converted.unwrap_or_else(|error| {
+            tracing::warn!(%error, "ignoring a pod Palisade cannot read");
+            None
+        })
+    }
+}
+
+impl Translate<K8sPod> for Pods {
+    fn list_item(&mut self, pod: &K8sPod) {
+        self.listing.extend(Self::convert(pod));
+    }
+
+    fn listed(&mut self) -> SourceEvent {
+        SourceEvent::PodsListed(std::mem::take(&mut self.listing))
+    }
+
+    fn applied(&mut self, pod: &K8sPod) -> SourceEvent {
+        match Self::convert(pod) {
+            Some(converted) => SourceEvent::PodApplied(converted),
+            // Finished, host-networked or without an IP: no longer part of policy.
+            None => SourceEvent::PodRemoved(key_of(pod)),
+        }
+    }
+
+    fn deleted(&mut self, pod: &K8sPod) -> SourceEvent {
+        SourceEvent::PodRemoved(key_of(pod))
+    }
+}
+
+#[derive(Default)]
+struct Namespaces {
+    listing: Vec<crate::model::Namespace>,
+}
+
+impl Namespaces {
+    fn convert(ns: &K8sNamespace) -> crate::model::Namespace {
         let mut warnings = Vec::new();
         let converted = convert::namespace(ns, &mut warnings);
-        for warning in warnings {
-            tracing::warn!("{warning}");
-        }
+        log_warnings(warnings);
         converted
-    };
-    let mut listing = Vec::new();
-    let mut stream = std::pin::pin!(events(api));
-    let mut backoff = Backoff::new();
-    while let Some(event) = stream.next().await {
-        if matches!(
-            event,
-            Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))
-        ) {
-            backoff.reset();
-        }
-        let delivered = match event {
-            Ok(Event::Init) => {
-                listing.clear();
-                true
-            }
-            Ok(Event::InitApply(ns)) => {
-                listing.push(convert_namespace(&ns));
-                true
-            }
-            Ok(Event::InitDone) => send(
-                &sender,
-                SourceEvent::NamespacesListed(std::mem::take(&mut listing)),
-            ),
-            Ok(Event::Apply(ns)) => send(
-                &sender,
-                SourceEvent::NamespaceApplied(convert_namespace(&ns)),
-            ),
-            Ok(Event::Delete(ns)) => send(&sender, SourceEvent::NamespaceRemoved(ns.name_any())),
-            Err(error) => {
-                watch_error(&metrics, "namespace", &error, &mut backoff).await;
-                continue;
-            }
-        };
-        if !delivered {
-            return;
-        }
+    }
+}
+
+impl Translate<K8sNamespace> for Namespaces {
+    fn list_item(&mut self, ns: &K8sNamespace) {
+        self.listing.push(Self::convert(ns));
+    }
+
+    fn listed(&mut self) -> SourceEvent {
+        SourceEvent::NamespacesListed(std::mem::take(&mut self.listing))
+    }
+
+    fn applied(&mut self, ns: &K8sNamespace) -> SourceEvent {
+        SourceEvent::NamespaceApplied(Self::convert(ns))
+    }
+
+    fn deleted(&mut self, ns: &K8sNamespace) -> SourceEvent {
+        SourceEvent::NamespaceRemoved(ns.name_any())
     }
 }
 
@@ -259,61 +290,46 @@ fn publish_invalid(recorder: &Recorder, policy: &NetworkPolicy, error: &str) {
     });
 }
 
-async fn watch_policies(
-    api: Api<NetworkPolicy>,
+struct Policies {
     recorder: Recorder,
-    sender: Sender<AgentMessage>,
-    metrics: Arc<Metrics>,
-) {
-    let mut valid = Vec::new();
-    let mut invalid = Vec::new();
-    let mut stream = std::pin::pin!(events(api));
-    let mut backoff = Backoff::new();
-    while let Some(event) = stream.next().await {
-        if matches!(
-            event,
-            Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))
-        ) {
-            backoff.reset();
+    valid: Vec<crate::model::Policy>,
+    invalid: Vec<InvalidPolicy>,
+}
+
+impl Policies {
+    /// Converts, and reports an unreadable policy on the object itself.
+    fn convert(&self, policy: &NetworkPolicy) -> Converted {
+        let converted = convert_policy(policy);
+        if let Converted::Invalid(bad) = &converted {
+            publish_invalid(&self.recorder, policy, &bad.error);
         }
-        let delivered = match event {
-            Ok(Event::Init) => {
-                valid.clear();
-                invalid.clear();
-                true
-            }
-            Ok(Event::InitApply(policy)) => {
-                match convert_policy(&policy) {
-                    Converted::Valid(p) => valid.push(p),
-                    Converted::Invalid(bad) => {
-                        publish_invalid(&recorder, &policy, &bad.error);
-                        invalid.push(bad);
-                    }
-                }
-                true
-            }
-            Ok(Event::InitDone) => send(
-                &sender,
-                SourceEvent::PoliciesListed {
-                    valid: std::mem::take(&mut valid),
-                    invalid: std::mem::take(&mut invalid),
-                },
-            ),
-            Ok(Event::Apply(policy)) => match convert_policy(&policy) {
-                Converted::Valid(p) => send(&sender, SourceEvent::PolicyApplied(p)),
-                Converted::Invalid(bad) => {
-                    publish_invalid(&recorder, &policy, &bad.error);
-                    send(&sender, SourceEvent::PolicyInvalid(bad))
-                }
-            },
-            Ok(Event::Delete(policy)) => send(&sender, SourceEvent::PolicyRemoved(key_of(&policy))),
-            Err(error) => {
-                watch_error(&metrics, "networkpolicy", &error, &mut backoff).await;
-                continue;
-            }
-        };
-        if !delivered {
-            return;
+        converted
+    }
+}
+
+impl Translate<NetworkPolicy> for Policies {
+    fn list_item(&mut self, policy: &NetworkPolicy) {
+        match self.convert(policy) {
+            Converted::Valid(p) => self.valid.push(p),
+            Converted::Invalid(bad) => self.invalid.push(bad),
         }
+    }
+
+    fn listed(&mut self) -> SourceEvent {
+        SourceEvent::PoliciesListed {
+            valid: std::mem::take(&mut self.valid),
+            invalid: std::mem::take(&mut self.invalid),
+        }
+    }
+
+    fn applied(&mut self, policy: &NetworkPolicy) -> SourceEvent {
+        match self.convert(policy) {
+            Converted::Valid(p) => SourceEvent::PolicyApplied(p),
+            Converted::Invalid(bad) => SourceEvent::PolicyInvalid(bad),
+        }
+    }
+
+    fn deleted(&mut self, policy: &NetworkPolicy) -> SourceEvent {
+        SourceEvent::PolicyRemoved(key_of(policy))
     }
 }

@@ -274,40 +274,21 @@ pub fn policy(
             (ingress, egress)
         }
     };
-    let ingress = if isolates_ingress {
-        let mut rules = Vec::new();
-        for (i, rule) in ingress_rules.iter().enumerate() {
-            let field = format!("spec.ingress[{i}]");
-            rules.push(policy_rule(
-                &mut ctx,
-                &key.namespace,
-                &field,
-                "from",
-                rule.from.as_deref(),
-                rule.ports.as_deref(),
-            )?);
-        }
-        Some(rules)
-    } else {
-        None
-    };
-    let egress = if isolates_egress {
-        let mut rules = Vec::new();
-        for (i, rule) in egress_rules.iter().enumerate() {
-            let field = format!("spec.egress[{i}]");
-            rules.push(policy_rule(
-                &mut ctx,
-                &key.namespace,
-                &field,
-                "to",
-                rule.to.as_deref(),
-                rule.ports.as_deref(),
-            )?);
-        }
-        Some(rules)
-    } else {
-        None
-    };
+    // Each rule as (peers, ports), so both directions share one conversion.
+    let ingress_specs: Vec<_> = ingress_rules
+        .iter()
+        .map(|r| (r.from.as_deref(), r.ports.as_deref()))
+        .collect();
+    let egress_specs: Vec<_> = egress_rules
+        .iter()
+        .map(|r| (r.to.as_deref(), r.ports.as_deref()))
+        .collect();
+    let ingress = isolates_ingress
+        .then(|| direction_rules(&mut ctx, &key.namespace, "ingress", "from", &ingress_specs))
+        .transpose()?;
+    let egress = isolates_egress
+        .then(|| direction_rules(&mut ctx, &key.namespace, "egress", "to", &egress_specs))
+        .transpose()?;
     Ok(Policy {
         key,
         pod_selector,
@@ -350,6 +331,28 @@ pub fn policy_fail_closed(policy: &networking::NetworkPolicy) -> Option<Policy> 
         ingress: ingress.then(Vec::new),
         egress: egress.then(Vec::new),
     })
+}
+
+type RuleSpec<'a> = (
+    Option<&'a [networking::NetworkPolicyPeer]>,
+    Option<&'a [networking::NetworkPolicyPort]>,
+);
+
+fn direction_rules(
+    ctx: &mut Context<'_>,
+    namespace: &str,
+    direction: &str,
+    peers_field: &str,
+    rules: &[RuleSpec<'_>],
+) -> Result<Vec<PolicyRule>, ConvertError> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, (peers, ports))| {
+            let field = format!("spec.{direction}[{i}]");
+            policy_rule(ctx, namespace, &field, peers_field, *peers, *ports)
+        })
+        .collect()
 }
 
 fn policy_rule(
