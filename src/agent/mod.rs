@@ -64,16 +64,12 @@ pub fn spawn(
     config: AgentConfig,
     dataplane: Arc<Dataplane>,
     metrics: Arc<Metrics>,
-) -> (Sender<AgentMessage>, std::thread::JoinHandle<()>) {
+) -> std::io::Result<(Sender<AgentMessage>, std::thread::JoinHandle<()>)> {
     let (sender, receiver) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
         .name("palisade-sync".into())
-        .spawn(move || Agent::new(config, dataplane, metrics).run(receiver));
-    match handle {
-        Ok(handle) => (sender, handle),
-        // Without a sync thread there is no agent; this happens only when the OS refuses threads.
-        Err(error) => panic!("cannot start the sync thread: {error}"),
-    }
+        .spawn(move || Agent::new(config, dataplane, metrics).run(receiver))?;
+    Ok((sender, handle))
 }
 
 pub struct Agent {

@@ -60,7 +60,13 @@ async fn run(args: AgentArgs) -> ExitCode {
     config.cleanup_on_exit = args.cleanup_on_exit;
 
     let server = tokio::spawn(metrics::serve(Arc::clone(&metrics), args.metrics_addr));
-    let (sender, core) = agent::spawn(config, dataplane, Arc::clone(&metrics));
+    let (sender, core) = match agent::spawn(config, dataplane, Arc::clone(&metrics)) {
+        Ok(started) => started,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the sync thread");
+            return ExitCode::from(EXIT_KERNEL_FAILURE);
+        }
+    };
     let stop_files = Arc::new(AtomicBool::new(false));
     match args.manifests {
         Some(paths) => {
