@@ -192,7 +192,8 @@ pub fn full_text(state: &FamilyState, family: Family) -> String {
 
 /// The restore input that brings the named sets and chains of one family to their state in
 /// `state`: each present set recreated with its members, each present chain rewritten, each
-/// absent one removed. What the agent's event path renders for the objects a change touched.
+/// absent one removed. The benchmark of the event path renders the objects a change touched
+/// with it; the agent itself applies through the dataplane, which diffs against the kernel.
 pub fn changed_objects(state: &FamilyState, names: &[&str]) -> (String, String) {
     let mut sets = String::new();
     let mut chains = String::from("*filter\n");

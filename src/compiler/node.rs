@@ -333,8 +333,9 @@ impl NodeCompiler {
                     rules: vec![chains::forward_head()],
                 });
             let (old_egress, old_ingress) = counts.get(key).copied().unwrap_or((0, 0));
-            let egress_before: usize = counts.range(..key.clone()).map(|(_, (e, _))| e).sum();
-            let ingress_before: usize = counts.range(..key.clone()).map(|(_, (_, i))| i).sum();
+            let (egress_before, ingress_before) = counts
+                .range(..key.clone())
+                .fold((0, 0), |(e, i), (_, (pe, pi))| (e + pe, i + pi));
             let egress_total: usize =
                 counts.values().map(|(e, _)| e).sum::<usize>() - old_egress + egress.len();
             let new_counts = (egress.len(), ingress.len());
