@@ -290,15 +290,15 @@ fn check_toggle(
 }
 
 /// Where a cold compile of node-0 spends its time, measured through the compiler's public
-/// pieces: the policy chains, and for every set the chains read, `SetKey::build` and a replica of
-/// the namespace scan `NodeCompiler::watch_selection` makes for a namespace-selector set.
-/// Printed with `PALISADE_BENCH_BREAKDOWN=1`.
+/// pieces: the policy chains, and for every set the chains read, the pods the label index
+/// offers and the evaluation of the selector on them. Printed with `PALISADE_BENCH_BREAKDOWN=1`.
 fn breakdown(index: &ClusterIndex) {
-    use palisade::compiler::chains;
+    use palisade::compiler::rules;
     use palisade::compiler::sets::SetKey;
-    use palisade::model::{Direction, NamespaceScope};
+    use palisade::compiler::CompilerConfig;
+    use palisade::model::Direction;
 
-    let marks = Marks::default();
+    let config = CompilerConfig::default();
     let mut local: Vec<_> = index.pods_on_node(LOCAL_NODE).collect();
     local.sort_by(|a, b| a.key.cmp(&b.key));
     let mut seen = BTreeSet::new();
@@ -306,118 +306,94 @@ fn breakdown(index: &ClusterIndex) {
     let mut chain_time = Duration::ZERO;
     for pod in &local {
         let families: BTreeSet<Family> = pod.ips.iter().map(Family::of).collect();
-        for policy in index.policies_in_namespace(&pod.key.namespace) {
-            if !policy.selects(pod) {
-                continue;
-            }
+        for policy in index.policies_selecting(pod) {
             for direction in Direction::ALL {
                 for family in &families {
                     if policy.rules(direction).is_none()
-                        || !seen.insert((policy.key.clone(), direction, *family))
+                        || !seen.insert((policy.id.clone(), direction, *family))
                     {
                         continue;
                     }
                     let (chain, timing) =
-                        timed(|| chains::policy_chain(policy, direction, *family, &marks));
+                        timed(|| rules::policy_chain(&policy, direction, *family, &config));
                     chain_time += timing.wall;
-                    keys.extend(chain.sets.into_iter().map(|k| (k, *family)));
+                    keys.extend(chain.sets.into_iter().map(|k| (SetKey::clone(&k), *family)));
                 }
             }
         }
     }
     struct Row {
         build: Duration,
-        watch: Duration,
         members: usize,
+        candidates: usize,
         category: &'static str,
         canonical: String,
     }
-    let best_of = |f: &mut dyn FnMut() -> usize| {
+    let mut rows = Vec::new();
+    for (key, _family) in &keys {
         let mut best = Duration::MAX;
-        let mut out = 0;
+        let (mut members, mut candidates) = (0, 0);
         for _ in 0..3 {
             let start = Instant::now();
-            out = f();
+            let offered: Vec<_> = match key.selector() {
+                Some(selector) => index.candidate_pods(selector.expr()),
+                None => match key {
+                    SetKey::NamedPort { name, .. } => index.pods_with_port_name(name).collect(),
+                    _ => Vec::new(),
+                },
+            };
+            candidates = offered.len();
+            members = offered
+                .iter()
+                .filter(|pod| {
+                    key.selector()
+                        .is_none_or(|s| s.matches(&index.pod_view(pod)))
+                })
+                .count();
+            black_box(members);
             best = best.min(start.elapsed());
         }
-        (best, out)
-    };
-    let mut rows = Vec::new();
-    for (key, family) in &keys {
-        let scope = key.selection().map(|s| &s.namespaces);
-        let namespaces: Vec<String> = match scope {
-            Some(NamespaceScope::Named(ns)) => vec![ns.clone()],
-            Some(NamespaceScope::Selector(selector)) => index
-                .populated_namespaces()
-                .filter(|ns| selector.matches(&index.namespace_labels(ns)))
-                .map(str::to_string)
-                .collect(),
-            None => Vec::new(),
-        };
-        let (build, members) = best_of(&mut || {
-            black_box(key.build(index, *family, namespaces.iter().map(String::as_str)))
-                .members
-                .len()
-        });
-        let watch = match scope {
-            Some(NamespaceScope::Selector(selector)) => {
-                best_of(&mut || {
-                    index
-                        .populated_namespaces()
-                        .map(str::to_string)
-                        .chain(index.namespaces().map(|ns| ns.name.clone()))
-                        .filter(|ns| selector.matches(&index.namespace_labels(ns)))
-                        .collect::<std::collections::HashSet<String>>()
-                        .len()
-                })
-                .0
-            }
-            _ => Duration::ZERO,
-        };
-        let category = match (key, scope) {
-            (SetKey::Pods(_), Some(NamespaceScope::Named(_))) => "pods, one namespace",
-            (SetKey::Pods(_), _) => "pods, namespace selector",
-            (SetKey::NamedPort { .. }, Some(NamespaceScope::Named(_))) => {
-                "named port, one namespace"
-            }
-            (SetKey::NamedPort { .. }, _) => "named port, namespace selector",
-            (SetKey::Block(_), _) => "ipBlock",
+        let category = match key {
+            SetKey::Selector(_) => "selector",
+            SetKey::NamedPort {
+                selector: Some(_), ..
+            } => "named port of selected pods",
+            SetKey::NamedPort { selector: None, .. } => "named port of every pod",
+            SetKey::Nets { .. } => "networks",
+            SetKey::Service { .. } => "service",
         };
         rows.push(Row {
-            build,
-            watch,
+            build: best,
             members,
+            candidates,
             category,
             canonical: key.canonical(),
         });
     }
     let total_build: Duration = rows.iter().map(|r| r.build).sum();
-    let total_watch: Duration = rows.iter().map(|r| r.watch).sum();
     println!("---- breakdown of a cold compile of {LOCAL_NODE} (best of 3 per set) ----");
     println!(
-        "{} policy chains: {}; {} sets: build {} + namespace scan {}",
+        "{} policy chains: {}; {} sets: candidates + evaluation {}",
         seen.len(),
         format_secs(chain_time.as_secs_f64()),
         rows.len(),
         format_secs(total_build.as_secs_f64()),
-        format_secs(total_watch.as_secs_f64()),
     );
-    let mut categories: BTreeMap<&str, (usize, Duration, Duration, usize)> = BTreeMap::new();
+    let mut categories: BTreeMap<&str, (usize, Duration, usize, usize)> = BTreeMap::new();
     for r in &rows {
         let e = categories.entry(r.category).or_default();
         e.0 += 1;
         e.1 += r.build;
-        e.2 += r.watch;
-        e.3 += r.members;
+        e.2 += r.members;
+        e.3 += r.candidates;
     }
-    for (category, (count, build, watch, members)) in categories {
+    for (category, (count, build, members, candidates)) in categories {
         println!(
-            "  {category:<32} {count:>4} sets, {members:>7} members: build {:>9}, namespace scan {:>9}",
+            "  {category:<28} {count:>4} sets, {members:>7} members of {candidates:>7} candidates: {:>9}",
             format_secs(build.as_secs_f64()),
-            format_secs(watch.as_secs_f64()),
         );
     }
-    rows.sort_by_key(|r| std::cmp::Reverse(r.build + r.watch));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.build));
     println!("  costliest sets:");
     for r in rows.iter().take(12) {
         let mut text = r.canonical.clone();
@@ -430,10 +406,10 @@ fn breakdown(index: &ClusterIndex) {
             text.push('…');
         }
         println!(
-            "  {:>9} + {:>9}  {:>6} members  {}: {text}",
+            "  {:>9}  {:>6} of {:>6}  {}: {text}",
             format_secs(r.build.as_secs_f64()),
-            format_secs(r.watch.as_secs_f64()),
             r.members,
+            r.candidates,
             r.category,
         );
     }

@@ -61,14 +61,34 @@ pub struct ManifestArgs {
     pub node: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DenyArg {
+    Drop,
+    Reject,
+}
+
+/// How the compiled rules decide and log.
 #[derive(Debug, Args)]
 pub struct MarkArgs {
     /// Packet-mark bit a policy chain sets to allow a packet.
     #[arg(long, value_parser = parse_hex_u32, default_value = "0x100000")]
     pub accept_mark: u32,
-    /// Packet-mark bit reserved for ordered policies' Pass action.
+    /// Packet-mark bit a policy chain sets when a Pass rule hands the packet to the next tier.
     #[arg(long, value_parser = parse_hex_u32, default_value = "0x200000")]
     pub pass_mark: u32,
+    /// What Deny rules and the end of a tier do: drop silently, or reject (ICMP unreachable).
+    #[arg(long, value_enum, default_value_t = DenyArg::Drop)]
+    pub deny_action: DenyArg,
+    /// Kernel log prefix of Log rules: %t tier, %k kind (knp, np, gnp), %n name,
+    /// %p namespace/name; cut to 28 bytes.
+    #[arg(long, default_value = "palisade %t/%n: ")]
+    pub log_prefix: String,
+    /// Log lines per second each Log rule may write (0: no limit).
+    #[arg(long, default_value_t = 10)]
+    pub log_rate: u32,
+    /// Log lines a Log rule may write in a burst above its rate.
+    #[arg(long, default_value_t = 20)]
+    pub log_burst: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,15 +1,19 @@
-//! The file source: Kubernetes manifests (YAML or JSON, one or many documents, `v1 List`s) from
-//! files or directories, converted into the model.
+//! The file source: Kubernetes and Calico manifests (YAML or JSON, one or many documents,
+//! `v1 List`s) from files or directories, converted into the model.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::networking::v1 as networking;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::model::{convert, Namespace, Pod, Policy, Warning};
+use crate::model::calico::{self, ApiGroup, CalicoKind, CalicoResource};
+use crate::model::{
+    convert, Namespace, NetworkSet, Pod, Policy, ServiceAccount, ServiceSlice, Tier, Warning,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -46,19 +50,34 @@ impl fmt::Display for Origin {
     }
 }
 
+/// A policy that could not be read, and what is enforced in its place.
+#[derive(Debug, Clone)]
+pub struct FailedPolicy {
+    pub policy: Policy,
+    /// The full error, with file, document, object and field.
+    pub error: String,
+}
+
 /// Everything read from a set of manifests.
 #[derive(Debug, Default)]
 pub struct Manifests {
     pub namespaces: Vec<Namespace>,
     /// Pods that take part in policy (see [`convert::pod`]).
     pub pods: Vec<Pod>,
+    pub service_accounts: Vec<ServiceAccount>,
+    pub service_slices: Vec<ServiceSlice>,
+    /// Every policy, of every API, in the one model.
     pub policies: Vec<Policy>,
+    pub network_sets: Vec<NetworkSet>,
+    pub tiers: Vec<Tier>,
     /// Non-fatal findings, each prefixed with its origin.
     pub warnings: Vec<String>,
+    /// Objects read and deliberately not enforced (staged policies), each with its origin.
+    pub notices: Vec<String>,
     /// Objects that could not be read, in file order.
     pub errors: Vec<ManifestError>,
-    /// Stand-ins for invalid policies (see [`convert::policy_fail_closed`]).
-    pub fail_closed: Vec<Policy>,
+    /// Stand-ins for invalid policies: they fail closed.
+    pub fail_closed: Vec<FailedPolicy>,
 }
 
 /// Reads every manifest under `paths`. Directories are read recursively, taking `*.yaml`,
@@ -209,6 +228,15 @@ fn add_object(
             let pod = convert::pod(&object, &mut warnings).map_err(|source| invalid(origin, source))?;
             manifests.pods.extend(pod);
         }
+        ("v1", "ServiceAccount") => {
+            let object: core::ServiceAccount = typed(&value).map_err(|m| parse_error(format!("{describe}: {m}")))?;
+            manifests.service_accounts.push(convert::service_account(&object));
+        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            let object: discovery::EndpointSlice = typed(&value).map_err(|m| parse_error(format!("{describe}: {m}")))?;
+            let slice = convert::endpoint_slice(&object, &mut warnings).map_err(|source| invalid(origin, source))?;
+            manifests.service_slices.extend(slice);
+        }
         ("networking.k8s.io/v1" | "extensions/v1beta1" | "networking.k8s.io/v1beta1", "NetworkPolicy") => {
             // The beta API has the same shape as v1 for every field Palisade reads.
             let mut value = value.clone();
@@ -216,10 +244,50 @@ fn add_object(
             let object: networking::NetworkPolicy =
                 typed(&value).map_err(|m| parse_error(format!("{describe}: {m}")))?;
             match convert::policy(&object, &mut warnings) {
-                Ok(policy) => manifests.policies.push(policy),
+                Ok(policy) => manifests.policies.push(policy.to_policy()),
                 Err(source) => {
-                    manifests.fail_closed.extend(convert::policy_fail_closed(&object));
-                    return Err(invalid(origin, source));
+                    let error = invalid(origin, source);
+                    manifests.fail_closed.push(FailedPolicy {
+                        policy: convert::policy_fail_closed(&object).to_policy(),
+                        error: error.to_string(),
+                    });
+                    return Err(error);
+                }
+            }
+        }
+        (version, kind) if ApiGroup::of(version).is_some() && CalicoKind::of(kind).is_some() => {
+            let (Some(group), Some(calico_kind)) = (ApiGroup::of(version), CalicoKind::of(kind)) else {
+                return Ok(());
+            };
+            match calico::convert(group, calico_kind, &value, &mut warnings) {
+                Ok(CalicoResource::Policy(policy)) => manifests.policies.push(policy),
+                Ok(CalicoResource::NetworkSet(set)) => manifests.network_sets.push(set),
+                Ok(CalicoResource::Tier(tier)) => manifests.tiers.push(tier),
+                Ok(CalicoResource::Ignored(why)) => {
+                    let line = format!("{origin}: {describe}: not enforced: {why}");
+                    if matches!(
+                        calico_kind,
+                        CalicoKind::StagedNetworkPolicy
+                            | CalicoKind::StagedGlobalNetworkPolicy
+                            | CalicoKind::StagedKubernetesNetworkPolicy
+                    ) {
+                        manifests.notices.push(line);
+                    } else {
+                        manifests.warnings.push(line);
+                    }
+                }
+                Err(source) => {
+                    let error = invalid(origin, source);
+                    if let Some(policy) = calico::fail_closed(group, calico_kind, &value) {
+                        manifests.fail_closed.push(FailedPolicy {
+                            policy,
+                            error: error.to_string(),
+                        });
+                    }
+                    manifests
+                        .warnings
+                        .extend(warnings.iter().map(|w: &Warning| format!("{origin}: {w}")));
+                    return Err(error);
                 }
             }
         }
@@ -271,8 +339,20 @@ impl Manifests {
         for namespace in self.namespaces {
             index.upsert_namespace(namespace);
         }
+        for account in self.service_accounts {
+            index.upsert_service_account(account);
+        }
         for pod in self.pods {
             index.upsert_pod(pod);
+        }
+        for slice in self.service_slices {
+            index.upsert_service_slice(slice);
+        }
+        for tier in self.tiers {
+            index.upsert_tier(tier);
+        }
+        for set in self.network_sets {
+            index.upsert_network_set(set);
         }
         for policy in self.policies {
             index.upsert_policy(policy);

@@ -6,12 +6,41 @@
 
 use std::fmt::Write as _;
 
-use crate::compiler::desired::{Action, Chain, CtState, FamilyState, IpSet, Match, Rule};
+use crate::compiler::desired::{Action, Chain, CtState, FamilyState, IpSet, Match, PortSide, Rule};
 use crate::compiler::naming::stable_hash;
-use crate::model::Family;
+use crate::model::{Family, IpProtocol};
 
 /// The kernel keeps at most 256 bytes of a rule comment.
 const MAX_COMMENT_BYTES: usize = 255;
+
+/// The name iptables gives a protocol in `-p`.
+fn protocol_name(protocol: IpProtocol) -> String {
+    match protocol {
+        IpProtocol::Tcp => "tcp".into(),
+        IpProtocol::Udp => "udp".into(),
+        IpProtocol::Sctp => "sctp".into(),
+        IpProtocol::Icmp => "icmp".into(),
+        IpProtocol::IcmpV6 => "ipv6-icmp".into(),
+        IpProtocol::UdpLite => "udplite".into(),
+        IpProtocol::Number(n) => n.to_string(),
+    }
+}
+
+fn not(negated: bool) -> &'static str {
+    if negated {
+        "! "
+    } else {
+        ""
+    }
+}
+
+fn range(start: u16, end: u16) -> String {
+    if start == end {
+        start.to_string()
+    } else {
+        format!("{start}:{end}")
+    }
+}
 
 /// The rule's matches and target as `iptables` arguments, without the comment.
 pub fn rule_body(rule: &Rule) -> String {
@@ -31,36 +60,87 @@ pub fn rule_body(rule: &Rule) -> String {
             Match::Destination(net) => {
                 let _ = write!(out, "-d {}/{}", net.network(), net.prefix());
             }
-            Match::SourceInSet(set) => {
-                let _ = write!(out, "-m set --match-set {set} src");
+            Match::Set {
+                name,
+                dims,
+                negated,
+            } => {
+                let _ = write!(
+                    out,
+                    "-m set {}--match-set {name} {}",
+                    not(*negated),
+                    dims.as_str()
+                );
             }
-            Match::DestinationInSet(set) => {
-                let _ = write!(out, "-m set --match-set {set} dst");
+            Match::Protocol { protocol, negated } => {
+                let _ = write!(out, "{}-p {}", not(*negated), protocol_name(*protocol));
             }
-            Match::DestinationPortInSet(set) => {
-                let _ = write!(out, "-m set --match-set {set} dst,dst");
-            }
-            Match::Protocol(protocol) => {
-                let _ = write!(out, "-p {protocol}");
-            }
-            Match::DestinationPorts { start, end } => {
-                // The protocol match precedes this one; its module provides --dport.
-                let module = rule
-                    .matches
-                    .iter()
-                    .find_map(|m| match m {
-                        Match::Protocol(p) => Some(p.as_str()),
-                        _ => None,
-                    })
-                    .unwrap_or("tcp");
-                if start == end {
-                    let _ = write!(out, "-m {module} --dport {start}");
-                } else {
-                    let _ = write!(out, "-m {module} --dport {start}:{end}");
+            Match::Ports {
+                side,
+                ranges,
+                negated,
+            } => {
+                let (one, many) = match side {
+                    PortSide::Source => ("--sport", "--sports"),
+                    PortSide::Destination => ("--dport", "--dports"),
+                };
+                match ranges.as_slice() {
+                    [(start, end)] => {
+                        // The protocol match comes first; its module provides --dport.
+                        let module = rule
+                            .matches
+                            .iter()
+                            .find_map(|m| match m {
+                                Match::Protocol {
+                                    protocol,
+                                    negated: false,
+                                } => protocol.ported().map(|p| p.as_str()),
+                                _ => None,
+                            })
+                            .unwrap_or("tcp");
+                        let _ = write!(
+                            out,
+                            "-m {module} {}{one} {}",
+                            not(*negated),
+                            range(*start, *end)
+                        );
+                    }
+                    _ => {
+                        let list: Vec<String> = ranges.iter().map(|(s, e)| range(*s, *e)).collect();
+                        let _ = write!(
+                            out,
+                            "-m multiport {}{many} {}",
+                            not(*negated),
+                            list.join(",")
+                        );
+                    }
                 }
+            }
+            Match::Icmp {
+                v6,
+                icmp_type,
+                code,
+                negated,
+            } => {
+                let (module, option) = if *v6 {
+                    ("icmp6", "--icmpv6-type")
+                } else {
+                    ("icmp", "--icmp-type")
+                };
+                let value = match code {
+                    Some(code) => format!("{icmp_type}/{code}"),
+                    None => icmp_type.to_string(),
+                };
+                let _ = write!(out, "-m {module} {}{option} {value}", not(*negated));
             }
             Match::Mark { value, mask } => {
                 let _ = write!(out, "-m mark --mark {value:#x}/{mask:#x}");
+            }
+            Match::Limit { per_second, burst } => {
+                let _ = write!(
+                    out,
+                    "-m limit --limit {per_second}/sec --limit-burst {burst}"
+                );
             }
         }
     }
@@ -70,12 +150,16 @@ pub fn rule_body(rule: &Rule) -> String {
     match &rule.action {
         Action::Accept => out.push_str("-j ACCEPT"),
         Action::Drop => out.push_str("-j DROP"),
+        Action::Reject => out.push_str("-j REJECT"),
         Action::Return => out.push_str("-j RETURN"),
         Action::Jump(chain) => {
             let _ = write!(out, "-j {chain}");
         }
         Action::SetMark { value, mask } => {
             let _ = write!(out, "-j MARK --set-xmark {value:#x}/{mask:#x}");
+        }
+        Action::Log { prefix } => {
+            let _ = write!(out, "-j LOG --log-prefix \"{prefix}\"");
         }
     }
     out

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use palisade::compiler::desired::{
-    Action, Chain, CtState, DesiredState, FamilyState, IpSet, IpSetKind, Match, Rule, SetEntry,
+    Action, Chain, CtState, DesiredState, FamilyState, IpSet, IpSetKind, Match, Rule, SetDims,
+    SetEntry,
 };
 use palisade::dataplane::{
     detect_backend, ApplyOptions, Backend, BackendReason, CommandOutput, CommandRunner, Dataplane,
@@ -243,19 +244,19 @@ fn small_v4() -> FamilyState {
                     "default/a established",
                 ),
                 rule(
-                    vec![Match::SourceInSet("pal4-p-pods".into())],
+                    vec![Match::in_set("pal4-p-pods", SetDims::Src)],
                     MARK,
                     "default/allow ingress[0]",
                 ),
                 rule(
-                    vec![Match::SourceInSet("pal4-b-block".into())],
+                    vec![Match::in_set("pal4-b-block", SetDims::Src)],
                     MARK,
                     "default/allow ingress[1]",
                 ),
                 rule(
                     vec![
-                        Match::Protocol(Protocol::Tcp),
-                        Match::DestinationPortInSet("pal4-n-web".into()),
+                        Match::protocol(Protocol::Tcp),
+                        Match::in_set("pal4-n-web", SetDims::DstPort),
                     ],
                     MARK,
                     "default/web ingress[0]",
@@ -318,12 +319,12 @@ fn small_v6() -> FamilyState {
         Chain {
             rules: vec![
                 rule(
-                    vec![Match::SourceInSet("pal6-p-pods".into())],
+                    vec![Match::in_set("pal6-p-pods", SetDims::Src)],
                     Action::Accept,
                     "default/allow ingress[0]",
                 ),
                 rule(
-                    vec![Match::SourceInSet("pal6-b-block".into())],
+                    vec![Match::in_set("pal6-b-block", SetDims::Src)],
                     Action::Accept,
                     "default/allow ingress[1]",
                 ),
@@ -531,7 +532,7 @@ fn counters_of_untouched_chains_survive_a_change_elsewhere() {
             .insert(
                 0,
                 rule(
-                    vec![Match::SourceInSet("pal4-p-pods".into())],
+                    vec![Match::in_set("pal4-p-pods", SetDims::Src)],
                     Action::Accept,
                     "default/b new policy",
                 ),

@@ -14,6 +14,7 @@
 //! missing chains or sets, set types fit their use. `PROPTEST_CASES` overrides the number of
 //! cases of every property; proptest seeds each run afresh.
 
+#[allow(dead_code)] // Shared with the Calico property tests; each uses a part.
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +25,8 @@ use std::time::Instant;
 use palisade::compiler::desired::FamilyState;
 use palisade::compiler::{compile, DesiredState, Marks, NodeCompiler};
 use palisade::index::Change;
-use palisade::model::{Family, PortMatch, Protocol};
+use palisade::model::kubernetes::PortMatch;
+use palisade::model::{Family, Protocol};
 use palisade::render;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -159,13 +161,18 @@ fn mismatch_report(
     let _ = writeln!(out, "\n==== compiled verdict differs from the spec ====");
     let _ = writeln!(out, "traffic: {} -> {}: {packet}", src.name(), dst.name());
     let _ = writeln!(out, "spec:     {}", verdict_word(expected));
+    let (protocol, dport) = match packet.transport {
+        iptables::Transport::Ported {
+            protocol, dport, ..
+        } => (protocol, dport),
+        _ => (Protocol::Tcp, 0),
+    };
     if let Endpoint::Pod(pod) = src {
-        let e = reference::egress_allowed(cluster, pod, dst, family, packet.protocol, packet.dport);
+        let e = reference::egress_allowed(cluster, pod, dst, family, protocol, dport);
         let _ = writeln!(out, "  egress of {}: {}", pod.key, verdict_word(e));
     }
     if let Endpoint::Pod(pod) = dst {
-        let i =
-            reference::ingress_allowed(cluster, pod, src, family, packet.protocol, packet.dport);
+        let i = reference::ingress_allowed(cluster, pod, src, family, protocol, dport);
         let _ = writeln!(out, "  ingress of {}: {}", pod.key, verdict_word(i));
     }
     match got {
@@ -235,12 +242,7 @@ fn check_spec(cluster: &Cluster) -> Result<SpecStats, String> {
                 let nodes = path_nodes(src, dst);
                 for protocol in Protocol::ALL {
                     for &dport in &ports {
-                        let packet = Packet {
-                            src: src_ip,
-                            dst: dst_ip,
-                            protocol,
-                            dport,
-                        };
+                        let packet = Packet::ported(src_ip, dst_ip, protocol, dport);
                         let expected =
                             reference::allowed(cluster, src, dst, family, protocol, dport);
                         let mut trace = String::new();
@@ -402,11 +404,14 @@ fn check_incremental(initial: &Cluster, steps: &[(Mutation, bool)]) -> Result<us
             }
         );
         for (text, op) in mutate::plan(&session.cluster, mutation, i) {
-            match mutate::execute(&mut session.cluster, &mut session.index, op) {
-                Some(change) => session.pending.push((text, change)),
-                None => session
+            let changes = mutate::execute(&mut session.cluster, &mut session.index, op);
+            if changes.is_empty() {
+                session
                     .log
-                    .push(format!("({text}: index reported no change)")),
+                    .push(format!("({text}: index reported no change)"));
+            }
+            for change in changes {
+                session.pending.push((text.clone(), change));
             }
             if one_by_one {
                 session.flush(initial)?;
@@ -586,14 +591,13 @@ fn expect_in(
     want: bool,
 ) {
     let (s, d) = (endpoint(cluster, src), endpoint(cluster, dst));
-    let packet = Packet {
-        src: s.ip(family).expect("source has an address of the family"),
-        dst: d
-            .ip(family)
+    let packet = Packet::ported(
+        s.ip(family).expect("source has an address of the family"),
+        d.ip(family)
             .expect("destination has an address of the family"),
         protocol,
-        dport: port,
-    };
+        port,
+    );
     let spec = reference::allowed(cluster, &s, &d, family, protocol, port);
     assert_eq!(
         spec,
@@ -614,7 +618,7 @@ fn expect_in(
 fn cluster_of(
     namespaces: Vec<palisade::model::Namespace>,
     pods: Vec<palisade::model::Pod>,
-    policies: Vec<palisade::model::Policy>,
+    policies: Vec<palisade::model::kubernetes::KubernetesPolicy>,
 ) -> Cluster {
     let mut cluster = Cluster::default();
     namespaces
@@ -1140,10 +1144,11 @@ fn pods_returning_to_an_emptied_namespace_join_selector_sets_made_meanwhile() {
     ];
     for op in updates {
         let text = format!("{op:?}");
-        let change = mutate::execute(&mut session.cluster, &mut session.index, op);
-        session
-            .pending
-            .push((text, change.expect("the update changes the index")));
+        let changes = mutate::execute(&mut session.cluster, &mut session.index, op);
+        assert!(!changes.is_empty(), "the update changes the index");
+        for change in changes {
+            session.pending.push((text.clone(), change));
+        }
         session.apply_pending();
     }
     // The spec: the policy allows ingress from every pod of every namespace.
@@ -1195,10 +1200,11 @@ fn pods_in_a_namespace_whose_object_went_away_join_selector_sets_made_meanwhile(
     ];
     for op in updates {
         let text = format!("{op:?}");
-        let change = mutate::execute(&mut session.cluster, &mut session.index, op);
-        session
-            .pending
-            .push((text, change.expect("the update changes the index")));
+        let changes = mutate::execute(&mut session.cluster, &mut session.index, op);
+        assert!(!changes.is_empty(), "the update changes the index");
+        for change in changes {
+            session.pending.push((text.clone(), change));
+        }
         session.apply_pending();
     }
     let states = session.states();

@@ -18,11 +18,69 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnetwork::IpNetwork;
 use palisade::compiler::DesiredState;
 use palisade::index::ClusterIndex;
-use palisade::model::{
-    Direction, IpBlock, NamedPort, Namespace, NamespaceScope, ObjectKey, Peer, Pod, Policy,
-    PolicyRule, PortMatch, PortRule, Protocol, Selection, NAMESPACE_NAME_LABEL,
+use palisade::model::kubernetes::{
+    IpBlock, KubernetesPolicy as Policy, NamespaceScope, Peer, PolicyRule, PortMatch, PortRule,
+    Selection,
 };
-use palisade::selector::{LabelSelector, Labels, Operator};
+use palisade::model::{
+    Direction, NamedPort, Namespace, ObjectKey, Pod, Protocol, NAMESPACE_NAME_LABEL,
+};
+use palisade::selector::{Labels, Selector};
+
+/// A Kubernetes label selector, built requirement by requirement as the generator writes them,
+/// then converted to Palisade's selector as the Kubernetes converter does.
+#[derive(Debug, Clone, Default)]
+pub struct LabelSelector {
+    match_labels: Vec<(String, String)>,
+    expressions: Vec<(String, &'static str, Vec<String>)>,
+}
+
+pub enum Operator {
+    In(BTreeSet<String>),
+    NotIn(BTreeSet<String>),
+    Exists,
+}
+
+impl LabelSelector {
+    pub fn everything() -> Self {
+        Self::default()
+    }
+
+    pub fn from_match_labels<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            match_labels: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            expressions: Vec::new(),
+        }
+    }
+
+    pub fn require(&mut self, key: &str, operator: Operator) {
+        let (op, values) = match operator {
+            Operator::In(v) => ("In", v.into_iter().collect()),
+            Operator::NotIn(v) => ("NotIn", v.into_iter().collect()),
+            Operator::Exists => ("Exists", Vec::new()),
+        };
+        self.expressions.push((key.to_string(), op, values));
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.match_labels.is_empty() && self.expressions.is_empty()
+    }
+
+    pub fn build(&self) -> Selector {
+        Selector::kubernetes(
+            self.match_labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            self.expressions
+                .iter()
+                .map(|(k, op, values)| (k.as_str(), *op, values.as_slice())),
+        )
+        .unwrap_or_else(|(i, e)| panic!("bench selector {i}: {e}"))
+    }
+}
 
 /// The node the benches compile.
 pub const LOCAL_NODE: &str = "node-0";
@@ -222,7 +280,7 @@ impl ClusterObjects {
             index.upsert_pod(pod);
         }
         for policy in self.policies {
-            index.upsert_policy(policy);
+            index.upsert_policy(policy.to_policy());
         }
         index
     }
@@ -439,14 +497,14 @@ fn ns_named(name: &str) -> LabelSelector {
 fn same_ns(ns: &str, pods: LabelSelector) -> Peer {
     Peer::Pods(Selection {
         namespaces: NamespaceScope::Named(ns.to_string()),
-        pods,
+        pods: pods.build(),
     })
 }
 
 fn in_namespaces(namespaces: LabelSelector, pods: LabelSelector) -> Peer {
     Peer::Pods(Selection {
-        namespaces: NamespaceScope::Selector(namespaces),
-        pods,
+        namespaces: NamespaceScope::Selector(namespaces.build()),
+        pods: pods.build(),
     })
 }
 
@@ -768,6 +826,7 @@ pub fn generate(params: &ClusterParams) -> ClusterObjects {
             ips: vec![pod_ip(node, host)],
             labels: draft.labels,
             named_ports: app.ports.clone(),
+            service_account: Some("default".to_string()),
         });
     }
 
@@ -1055,9 +1114,9 @@ fn generate_policies(
     let kind_weights: Vec<f64> = KINDS.iter().map(|(_, w)| *w).collect();
     for (ns, count) in tenant.iter().zip(counts) {
         let mut out: Vec<Policy> = Vec::new();
-        let policy = |name: String, pod_selector, ingress, egress| Policy {
+        let policy = |name: String, pod_selector: LabelSelector, ingress, egress| Policy {
             key: ObjectKey::new(ns.name.clone(), name),
-            pod_selector,
+            pod_selector: pod_selector.build(),
             ingress,
             egress,
         };
@@ -1384,7 +1443,7 @@ fn system_policies(namespaces: &[Ns]) -> Vec<Policy> {
         // DNS from every pod of every namespace: a set of every pod in the cluster.
         out.push(Policy {
             key: ObjectKey::new("kube-system", "allow-dns"),
-            pod_selector: sel(&[("k8s-app", "kube-dns")]),
+            pod_selector: sel(&[("k8s-app", "kube-dns")]).build(),
             ingress: Some(vec![rule(
                 Some(vec![in_namespaces(
                     LabelSelector::everything(),
@@ -1400,7 +1459,7 @@ fn system_policies(namespaces: &[Ns]) -> Vec<Policy> {
         scraped.require("tier", Operator::Exists);
         out.push(Policy {
             key: ObjectKey::new("monitoring", "prometheus-scrape"),
-            pod_selector: sel(&[("app.kubernetes.io/name", "prometheus")]),
+            pod_selector: sel(&[("app.kubernetes.io/name", "prometheus")]).build(),
             ingress: Some(vec![rule(
                 Some(vec![same_ns("monitoring", LabelSelector::everything())]),
                 vec![named("web", Protocol::Tcp)],
@@ -1417,7 +1476,7 @@ fn system_policies(namespaces: &[Ns]) -> Vec<Policy> {
     if has("ingress-nginx") {
         out.push(Policy {
             key: ObjectKey::new("ingress-nginx", "allow-web"),
-            pod_selector: sel(&[("app.kubernetes.io/name", "ingress-nginx")]),
+            pod_selector: sel(&[("app.kubernetes.io/name", "ingress-nginx")]).build(),
             ingress: Some(vec![rule(None, vec![tcp(80), tcp(443)])]),
             egress: None,
         });
@@ -1464,74 +1523,67 @@ fn flipped(key: &str, value: &str) -> String {
     }
 }
 
-fn in_scope(index: &ClusterIndex, selection: &Selection, pod: &Pod) -> bool {
-    match &selection.namespaces {
-        NamespaceScope::Named(ns) => *ns == pod.key.namespace,
-        NamespaceScope::Selector(s) => s.matches(&index.namespace_labels(&pod.key.namespace)),
-    }
-}
-
-/// Picks a pod (on `node` if `local`, elsewhere otherwise) and a change of one of its labels
-/// that moves it into or out of at least one pod selection read by a policy that applies on
-/// `node`, preferring the labels of [`MUTABLE_KEYS`] in that order. Deterministic for a given
-/// index.
-pub fn label_toggle(index: &ClusterIndex, node: &str, local: bool) -> Option<LabelToggle> {
-    let mut local_pods: Vec<&Pod> = index.pods_on_node(node).map(|p| &**p).collect();
-    local_pods.sort_by(|a, b| a.key.cmp(&b.key));
-    // Selections read by the policies that apply to the node's pods: their peers, and their
-    // own pods where an ingress rule has a named port.
-    let mut selections: BTreeSet<Selection> = BTreeSet::new();
-    for pod in &local_pods {
-        for policy in index.policies_in_namespace(&pod.key.namespace) {
-            if !policy.selects(pod) {
-                continue;
-            }
-            for direction in Direction::ALL {
-                for r in policy.rules(direction).unwrap_or_default() {
-                    for peer in r.peers.iter().flatten() {
-                        if let Peer::Pods(s) = peer {
-                            selections.insert(s.clone());
-                        }
-                    }
-                    let named_port = r
-                        .ports
-                        .iter()
-                        .any(|p| matches!(p.port, PortMatch::Named(_)));
-                    if direction == Direction::Ingress && named_port {
-                        selections.insert(Selection {
-                            namespaces: NamespaceScope::Named(policy.key.namespace.clone()),
-                            pods: policy.pod_selector.clone(),
-                        });
-                    }
+/// The selectors of the sets the policies of `pod` read (rule selectors, and the policy's own
+/// selector where it scopes a named port), as the compiler would build them.
+fn selectors_read(index: &ClusterIndex, pod: &Pod, out: &mut BTreeSet<Selector>) {
+    for policy in index.policies_selecting(pod) {
+        for direction in Direction::ALL {
+            for r in policy.rules(direction).unwrap_or_default() {
+                for side in [&r.source, &r.destination] {
+                    out.extend(side.selector.iter().cloned());
+                    out.extend(side.not_selector.iter().cloned());
+                }
+                let named = r
+                    .destination
+                    .ports
+                    .iter()
+                    .any(|p| matches!(p, palisade::model::Port::Named(_)));
+                if direction == Direction::Ingress && named {
+                    out.insert(policy.selector.clone());
                 }
             }
         }
     }
+}
+
+/// The namespaces a selector names by `projectcalico.org/namespace`.
+fn named_namespaces(selector: &Selector) -> Vec<String> {
+    selector
+        .restrictions()
+        .into_iter()
+        .filter(|(l, _)| l.kind() == palisade::selector::LabelKind::Namespace)
+        .filter_map(|(_, r)| r.values)
+        .flatten()
+        .collect()
+}
+
+/// Picks a pod (on `node` if `local`, elsewhere otherwise) and a change of one of its labels
+/// that moves it into or out of at least one set read by a policy that applies on `node`,
+/// preferring the labels of [`MUTABLE_KEYS`] in that order. Deterministic for a given index.
+pub fn label_toggle(index: &ClusterIndex, node: &str, local: bool) -> Option<LabelToggle> {
+    let mut local_pods: Vec<&Pod> = index.pods_on_node(node).map(|p| &**p).collect();
+    local_pods.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut selections: BTreeSet<Selector> = BTreeSet::new();
+    for pod in &local_pods {
+        selectors_read(index, pod, &mut selections);
+    }
     let candidates: Vec<&Pod> = if local {
         local_pods
     } else {
-        // Namespaces named by selections first (the narrow ones), then those matched by selectors.
-        let mut namespaces: Vec<&str> = Vec::new();
+        // Namespaces named by selections first (the narrow ones), then every other namespace.
+        let mut namespaces: Vec<String> = Vec::new();
         for s in &selections {
-            if let NamespaceScope::Named(ns) = &s.namespaces {
-                namespaces.push(ns);
-            }
+            namespaces.extend(named_namespaces(s));
         }
-        for ns in index.namespaces() {
-            let matched = selections.iter().any(|s| match &s.namespaces {
-                NamespaceScope::Selector(sel) => !sel.is_everything() && sel.matches(&ns.labels),
-                NamespaceScope::Named(_) => false,
-            });
-            if matched {
-                namespaces.push(&ns.name);
-            }
-        }
+        let mut rest: Vec<String> = index.namespaces().map(|ns| ns.name.clone()).collect();
+        rest.sort();
+        namespaces.extend(rest);
         let mut seen = BTreeSet::new();
-        namespaces.retain(|ns| seen.insert(*ns));
+        namespaces.retain(|ns| seen.insert(ns.clone()));
         namespaces
             .into_iter()
             .flat_map(|ns| {
-                let mut pods: Vec<&Pod> = index.pods_in_namespace(ns).map(|p| &**p).collect();
+                let mut pods: Vec<&Pod> = index.pods_in_namespace(&ns).map(|p| &**p).collect();
                 pods.sort_by(|a, b| a.key.cmp(&b.key));
                 pods
             })
@@ -1546,22 +1598,22 @@ pub fn label_toggle(index: &ClusterIndex, node: &str, local: bool) -> Option<Lab
             let new = flipped(key, old);
             let mut b = (*pod).clone();
             b.labels.insert(key.to_string(), new.clone());
+            let (view_a, view_b) = (index.pod_view(pod), index.pod_view(&b));
             let moved = selections
                 .iter()
-                .filter(|s| {
-                    in_scope(index, s, pod)
-                        && s.pods.matches(&pod.labels) != s.pods.matches(&b.labels)
-                })
+                .filter(|s| s.matches(&view_a) != s.matches(&view_b))
                 .count();
             if moved == 0 {
                 continue;
             }
-            let policies = index
-                .policies_in_namespace(&pod.key.namespace)
-                .filter(|p| {
-                    p.pod_selector.matches(&pod.labels) != p.pod_selector.matches(&b.labels)
-                })
-                .count();
+            let ids = |p: &Pod| -> BTreeSet<palisade::model::PolicyId> {
+                index
+                    .policies_selecting(p)
+                    .iter()
+                    .map(|p| p.id.clone())
+                    .collect()
+            };
+            let policies = ids(pod).symmetric_difference(&ids(&b)).count();
             let mut description = format!("{key}: {old} -> {new}; in/out of {moved} selection(s)");
             if local {
                 let _ = write!(
@@ -1603,8 +1655,7 @@ pub fn describe_index(index: &ClusterIndex) -> String {
         policies += 1;
         ingress += usize::from(p.ingress.is_some());
         egress += usize::from(p.egress.is_some());
-        let empty = |r: Option<&[PolicyRule]>| r.is_some_and(|r| r.is_empty());
-        deny += usize::from(p.pod_selector.is_everything() && empty(p.ingress.as_deref()));
+        deny += usize::from(p.ingress.as_ref().is_some_and(|r| r.is_empty()));
     }
     format!(
         "{} pods on {} nodes ({} on {LOCAL_NODE}), {} namespaces, {} policies ({} ingress, {} egress, {} default-deny); \

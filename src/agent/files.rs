@@ -2,6 +2,7 @@
 //! tests. It re-reads the directory when a file changes and sends complete listings; the index
 //! turns them into the few changes they contain.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -10,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use super::source::{InvalidPolicy, SourceEvent};
 use super::AgentMessage;
-use crate::manifest::{self, ManifestError};
+use crate::manifest;
+use crate::model::{Policy, PolicyKind};
 
 /// What the directory looked like: each file's path, size and modification time.
 type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
@@ -42,36 +44,61 @@ pub fn read_listings(paths: &[PathBuf]) -> Vec<SourceEvent> {
     for warning in &manifests.warnings {
         tracing::warn!("{warning}");
     }
-    let mut invalid: Vec<InvalidPolicy> = Vec::new();
+    for notice in &manifests.notices {
+        tracing::info!("{notice}");
+    }
     for error in &manifests.errors {
         tracing::error!(%error, "skipping an object that cannot be read");
     }
-    for policy in manifests.fail_closed {
-        let object = format!("NetworkPolicy {}", policy.key);
-        let error = manifests
-            .errors
-            .iter()
-            .find_map(|e| match e {
-                ManifestError::Invalid { source, .. } if source.object == object => {
-                    Some(e.to_string())
-                }
-                _ => None,
-            })
-            .unwrap_or_else(|| "invalid".to_string());
-        invalid.push(InvalidPolicy {
-            key: policy.key.clone(),
-            error,
-            fail_closed: Some(policy),
-        });
-    }
-    vec![
-        SourceEvent::NamespacesListed(manifests.namespaces),
-        SourceEvent::PodsListed(manifests.pods),
-        SourceEvent::PoliciesListed {
-            valid: manifests.policies,
-            invalid,
-        },
+    let mut policies: BTreeMap<PolicyKind, (Vec<Policy>, Vec<InvalidPolicy>)> = [
+        PolicyKind::Kubernetes,
+        PolicyKind::Calico,
+        PolicyKind::CalicoGlobal,
     ]
+    .into_iter()
+    .map(|kind| (kind, Default::default()))
+    .collect();
+    for policy in manifests.policies {
+        if let Some((valid, _)) = policies.get_mut(&policy.id.kind) {
+            valid.push(policy);
+        }
+    }
+    for failed in manifests.fail_closed {
+        if let Some((_, invalid)) = policies.get_mut(&failed.policy.id.kind) {
+            invalid.push(InvalidPolicy {
+                id: failed.policy.id.clone(),
+                error: failed.error,
+                fail_closed: Some(failed.policy),
+            });
+        }
+    }
+    let (namespaced, global): (Vec<_>, Vec<_>) = manifests
+        .network_sets
+        .into_iter()
+        .partition(|set| set.key.namespace.is_some());
+    let mut events = vec![
+        SourceEvent::NamespacesListed(manifests.namespaces),
+        SourceEvent::ServiceAccountsListed(manifests.service_accounts),
+        SourceEvent::PodsListed(manifests.pods),
+        SourceEvent::ServiceSlicesListed(manifests.service_slices),
+        SourceEvent::TiersListed(manifests.tiers),
+        SourceEvent::NetworkSetsListed {
+            namespaced: true,
+            sets: namespaced,
+        },
+        SourceEvent::NetworkSetsListed {
+            namespaced: false,
+            sets: global,
+        },
+    ];
+    events.extend(policies.into_iter().map(|(kind, (valid, invalid))| {
+        SourceEvent::PoliciesListed {
+            kind,
+            valid,
+            invalid,
+        }
+    }));
+    events
 }
 
 /// Watches `paths` until `stop` is set or the agent is gone, sending listings on each change.
@@ -89,7 +116,7 @@ pub fn watch(
                 tracing::info!("manifests changed; re-reading");
             }
             for event in read_listings(&paths) {
-                if sender.send(AgentMessage::Source(event)).is_err() {
+                if sender.send(AgentMessage::Source(Box::new(event))).is_err() {
                     return;
                 }
             }

@@ -15,11 +15,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::compiler::{Marks, NodeCompiler};
+use crate::compiler::{CompilerConfig, NodeCompiler};
 use crate::dataplane::Dataplane;
 use crate::index::{Change, ClusterIndex};
 use crate::metrics::Metrics;
-use crate::model::ObjectKey;
+use crate::model::PolicyId;
 
 pub use source::{InvalidPolicy, Kind, SourceEvent};
 
@@ -30,7 +30,10 @@ pub struct AgentConfig {
     pub debounce: Duration,
     /// How often to compare the kernel with the desired state and repair drift.
     pub refresh_interval: Duration,
-    pub marks: Marks,
+    /// Marks, deny action and logging of the compiled rules.
+    pub compiler: CompilerConfig,
+    /// The kinds the source serves: nothing is applied until each has been listed once.
+    pub kinds: Vec<Kind>,
     /// Backoff after a failed sync: doubles from `retry_min` up to `retry_max`.
     pub retry_min: Duration,
     pub retry_max: Duration,
@@ -44,7 +47,8 @@ impl AgentConfig {
             node: node.into(),
             debounce: Duration::from_millis(100),
             refresh_interval: Duration::from_secs(60),
-            marks: Marks::default(),
+            compiler: CompilerConfig::default(),
+            kinds: Kind::KUBERNETES.to_vec(),
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             cleanup_on_exit: false,
@@ -53,7 +57,8 @@ impl AgentConfig {
 }
 
 pub enum AgentMessage {
-    Source(SourceEvent),
+    /// Boxed: listings are large, and most messages are single objects.
+    Source(Box<SourceEvent>),
     /// Stop; leave the rules in place unless `cleanup_on_exit`.
     Shutdown,
 }
@@ -81,7 +86,7 @@ pub struct Agent {
     /// Index changes the compiler has not seen yet.
     pending: Vec<Change>,
     listed: BTreeSet<Kind>,
-    invalid_policies: BTreeMap<ObjectKey, String>,
+    invalid_policies: BTreeMap<PolicyId, String>,
     /// When the oldest change not yet in the kernel arrived.
     dirty_since: Option<Instant>,
     /// After a failure: rebuild the compiler's state from scratch at the next sync.
@@ -113,13 +118,14 @@ impl Agent {
     }
 
     pub fn run(mut self, receiver: Receiver<AgentMessage>) {
-        tracing::info!(node = %self.config.node, "waiting for the initial listing of pods, namespaces and policies");
+        let kinds: Vec<&str> = self.config.kinds.iter().map(Kind::as_str).collect();
+        tracing::info!(node = %self.config.node, kinds = ?kinds, "waiting for the initial listing of every kind");
         loop {
             let timeout = self
                 .next_deadline()
                 .saturating_duration_since(Instant::now());
             match receiver.recv_timeout(timeout) {
-                Ok(AgentMessage::Source(event)) => self.ingest(event),
+                Ok(AgentMessage::Source(event)) => self.ingest(*event),
                 Ok(AgentMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -129,7 +135,7 @@ impl Agent {
     }
 
     fn synced_once_listed(&self) -> bool {
-        Kind::ALL.iter().all(|k| self.listed.contains(k))
+        self.config.kinds.iter().all(|k| self.listed.contains(k))
     }
 
     fn next_deadline(&self) -> Instant {
@@ -170,27 +176,47 @@ impl Agent {
             .watch_events
             .with_label_values(&[event.kind().as_str()])
             .inc();
+        let kind = event.kind();
+        let is_listing = matches!(
+            event,
+            SourceEvent::PodsListed(_)
+                | SourceEvent::NamespacesListed(_)
+                | SourceEvent::ServiceAccountsListed(_)
+                | SourceEvent::ServiceSlicesListed(_)
+                | SourceEvent::NetworkSetsListed { .. }
+                | SourceEvent::TiersListed(_)
+                | SourceEvent::PoliciesListed { .. }
+        );
         let index = &mut self.index;
         let mut changes: Vec<Change> = Vec::new();
         match event {
-            SourceEvent::PodsListed(pods) => {
-                changes = index.replace_pods(pods);
-                self.listed.insert(Kind::Pod);
-            }
+            SourceEvent::PodsListed(pods) => changes = index.replace_pods(pods),
             SourceEvent::NamespacesListed(namespaces) => {
-                changes = index.replace_namespaces(namespaces);
-                self.listed.insert(Kind::Namespace);
+                changes = index.replace_namespaces(namespaces)
             }
-            SourceEvent::PoliciesListed { valid, invalid } => {
-                self.invalid_policies.clear();
+            SourceEvent::ServiceAccountsListed(accounts) => {
+                changes = index.replace_service_accounts(accounts)
+            }
+            SourceEvent::ServiceSlicesListed(slices) => {
+                changes = index.replace_service_slices(slices)
+            }
+            SourceEvent::NetworkSetsListed { namespaced, sets } => {
+                changes = index.replace_network_sets(namespaced, sets)
+            }
+            SourceEvent::TiersListed(tiers) => changes = index.replace_tiers(tiers),
+            SourceEvent::PoliciesListed {
+                kind: policy_kind,
+                valid,
+                invalid,
+            } => {
+                self.invalid_policies.retain(|id, _| id.kind != policy_kind);
                 let mut policies = valid;
                 for bad in invalid {
                     report_invalid(&bad);
-                    self.invalid_policies.insert(bad.key.clone(), bad.error);
+                    self.invalid_policies.insert(bad.id.clone(), bad.error);
                     policies.extend(bad.fail_closed);
                 }
-                changes = index.replace_policies(policies);
-                self.listed.insert(Kind::NetworkPolicy);
+                changes = index.replace_policies(&[policy_kind], policies);
             }
             SourceEvent::PodApplied(pod) => changes.extend(index.upsert_pod(pod)),
             SourceEvent::PodRemoved(key) => changes.extend(index.remove_pod(&key)),
@@ -198,23 +224,42 @@ impl Agent {
                 changes.extend(index.upsert_namespace(namespace))
             }
             SourceEvent::NamespaceRemoved(name) => changes.extend(index.remove_namespace(&name)),
+            SourceEvent::ServiceAccountApplied(account) => {
+                changes.extend(index.upsert_service_account(account))
+            }
+            SourceEvent::ServiceAccountRemoved(key) => {
+                changes.extend(index.remove_service_account(&key))
+            }
+            SourceEvent::ServiceSliceApplied(slice) => {
+                changes.extend(index.upsert_service_slice(slice))
+            }
+            SourceEvent::ServiceSliceRemoved(key) => {
+                changes.extend(index.remove_service_slice(&key))
+            }
+            SourceEvent::NetworkSetApplied(set) => changes.extend(index.upsert_network_set(set)),
+            SourceEvent::NetworkSetRemoved(key) => changes.extend(index.remove_network_set(&key)),
+            SourceEvent::TierApplied(tier) => changes.extend(index.upsert_tier(tier)),
+            SourceEvent::TierRemoved(name) => changes.extend(index.remove_tier(&name)),
             SourceEvent::PolicyApplied(policy) => {
-                self.invalid_policies.remove(&policy.key);
+                self.invalid_policies.remove(&policy.id);
                 changes.extend(index.upsert_policy(policy));
             }
             SourceEvent::PolicyInvalid(bad) => {
                 report_invalid(&bad);
                 self.invalid_policies
-                    .insert(bad.key.clone(), bad.error.clone());
+                    .insert(bad.id.clone(), bad.error.clone());
                 changes.extend(match bad.fail_closed {
                     Some(policy) => index.upsert_policy(policy),
-                    None => index.remove_policy(&bad.key),
+                    None => index.remove_policy(&bad.id),
                 });
             }
-            SourceEvent::PolicyRemoved(key) => {
-                self.invalid_policies.remove(&key);
-                changes.extend(index.remove_policy(&key));
+            SourceEvent::PolicyRemoved(id) => {
+                self.invalid_policies.remove(&id);
+                changes.extend(index.remove_policy(&id));
             }
+        }
+        if is_listing {
+            self.listed.insert(kind);
         }
         self.metrics.policies.set(gauge(self.index.policy_count()));
         self.metrics
@@ -251,10 +296,10 @@ impl Agent {
 
 fn report_invalid(bad: &InvalidPolicy) {
     tracing::warn!(
-        policy = %bad.key,
+        policy = %bad.id,
         error = %bad.error,
         fail_closed = bad.fail_closed.is_some(),
-        "invalid NetworkPolicy: it isolates the pods it selects and allows nothing until fixed"
+        "invalid policy: until it is fixed it allows nothing (a Kubernetes policy isolates the pods it selects; a Calico policy denies them in its place)"
     );
 }
 

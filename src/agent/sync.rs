@@ -18,7 +18,7 @@ impl Agent {
                 self.compiler = Some(NodeCompiler::new(
                     &self.index,
                     &self.config.node,
-                    self.config.marks,
+                    self.config.compiler.clone(),
                 ));
             }
         }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::dataplane::{Backend, RecordingRunner};
-use crate::model::{Namespace, Pod, Policy, PolicyRule};
-use crate::selector::{LabelSelector, Labels};
+use crate::model::kubernetes::{KubernetesPolicy, PolicyRule};
+use crate::model::{Namespace, ObjectKey, Pod, Policy, PolicyId, PolicyKind};
+use crate::selector::{Labels, Selector};
 
 fn pod(name: &str, app: &str) -> Pod {
     Pod {
@@ -16,16 +17,18 @@ fn pod(name: &str, app: &str) -> Pod {
         ips: vec![format!("10.0.0.{}", name.len() + 1).parse().unwrap()],
         labels: Labels::from([("app".to_string(), app.to_string())]),
         named_ports: vec![],
+        service_account: Some("default".into()),
     }
 }
 
 fn deny_all() -> Policy {
-    Policy {
+    KubernetesPolicy {
         key: ObjectKey::new("default", "deny"),
-        pod_selector: LabelSelector::everything(),
+        pod_selector: Selector::all(),
         ingress: Some(vec![PolicyRule::default()]),
         egress: None,
     }
+    .to_policy()
 }
 
 struct Fixture {
@@ -60,6 +63,7 @@ fn list_everything(agent: &mut Agent) {
         pod("bb", "db"),
     ]));
     agent.ingest(SourceEvent::PoliciesListed {
+        kind: PolicyKind::Kubernetes,
         valid: vec![deny_all()],
         invalid: vec![],
     });
@@ -79,6 +83,7 @@ fn nothing_touches_the_kernel_until_every_kind_is_listed() {
     );
     assert!(!f.metrics.is_ready());
     f.agent.ingest(SourceEvent::PoliciesListed {
+        kind: PolicyKind::Kubernetes,
         valid: vec![],
         invalid: vec![],
     });
@@ -145,23 +150,23 @@ fn invalid_policies_are_counted_and_fail_closed() {
     let mut f = fixture();
     list_everything(&mut f.agent);
     let mut stand_in = deny_all();
-    stand_in.key = ObjectKey::new("default", "broken");
+    stand_in.id = PolicyId::kubernetes(&ObjectKey::new("default", "broken"));
     f.agent.ingest(SourceEvent::PolicyInvalid(InvalidPolicy {
-        key: stand_in.key.clone(),
+        id: stand_in.id.clone(),
         error: "bad CIDR".into(),
         fail_closed: Some(stand_in.clone()),
     }));
     assert_eq!(f.metrics.policies_invalid.get(), 1);
     assert_eq!(f.metrics.policies.get(), 2);
     assert!(
-        f.agent.index().policy(&stand_in.key).is_some(),
+        f.agent.index().policy(&stand_in.id).is_some(),
         "the stand-in isolates its pods"
     );
     let mut fixed = stand_in.clone();
     fixed.ingress = Some(vec![]);
     f.agent.ingest(SourceEvent::PolicyApplied(fixed));
     assert_eq!(f.metrics.policies_invalid.get(), 0);
-    f.agent.ingest(SourceEvent::PolicyRemoved(stand_in.key));
+    f.agent.ingest(SourceEvent::PolicyRemoved(stand_in.id));
     assert_eq!(f.metrics.policies.get(), 1);
 }
 

@@ -29,8 +29,8 @@ pub fn agent(args: AgentArgs) -> ExitCode {
 }
 
 async fn run(args: AgentArgs) -> ExitCode {
-    let marks = match super::marks(&args.marks) {
-        Ok(marks) => marks,
+    let compiler = match super::compiler_config(&args.marks) {
+        Ok(config) => config,
         Err(code) => return code,
     };
     if args.node.is_empty() {
@@ -56,7 +56,11 @@ async fn run(args: AgentArgs) -> ExitCode {
     let mut config = AgentConfig::new(args.node.clone());
     config.debounce = args.debounce;
     config.refresh_interval = args.refresh_interval;
-    config.marks = marks;
+    config.compiler = compiler;
+    config.kinds = match &args.manifests {
+        Some(_) => agent::Kind::ALL.to_vec(),
+        None => agent::Kind::KUBERNETES.to_vec(),
+    };
     config.cleanup_on_exit = args.cleanup_on_exit;
 
     let server = tokio::spawn(metrics::serve(Arc::clone(&metrics), args.metrics_addr));

@@ -31,11 +31,14 @@ pub fn apply(
     mark_args: &MarkArgs,
 ) -> ExitCode {
     // Input is validated completely before the kernel is read or written.
-    let (manifests, marks) = match (super::load(&input.manifests), super::marks(mark_args)) {
-        (Ok(m), Ok(marks)) => (m, marks),
+    let (manifests, config) = match (
+        super::load(&input.manifests),
+        super::compiler_config(mark_args),
+    ) {
+        (Ok(m), Ok(config)) => (m, config),
         (Err(code), _) | (_, Err(code)) => return code,
     };
-    let state = compiler::compile(&manifests.into_index(), &input.node, marks);
+    let state = compiler::compile(&manifests.into_index(), &input.node, config);
     let dataplane = match dataplane(backend) {
         Ok(d) => d,
         Err(code) => return code,

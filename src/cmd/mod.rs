@@ -10,10 +10,10 @@ pub use render::render;
 
 use std::process::ExitCode;
 
-use palisade::compiler::Marks;
+use palisade::compiler::{CompilerConfig, DenyAction, LogConfig, Marks};
 use palisade::manifest;
 
-use crate::cli::MarkArgs;
+use crate::cli::{DenyArg, MarkArgs};
 
 /// Input Palisade rejects; nothing was applied.
 pub const EXIT_INVALID_INPUT: u8 = 1;
@@ -26,6 +26,9 @@ fn load(paths: &[std::path::PathBuf]) -> Result<manifest::Manifests, ExitCode> {
             for warning in &manifests.warnings {
                 tracing::warn!("{warning}");
             }
+            for notice in &manifests.notices {
+                tracing::info!("{notice}");
+            }
             Ok(manifests)
         }
         Err(error) => {
@@ -35,9 +38,21 @@ fn load(paths: &[std::path::PathBuf]) -> Result<manifest::Manifests, ExitCode> {
     }
 }
 
-fn marks(args: &MarkArgs) -> Result<Marks, ExitCode> {
-    Marks::new(args.accept_mark, args.pass_mark).map_err(|error| {
+fn compiler_config(args: &MarkArgs) -> Result<CompilerConfig, ExitCode> {
+    let marks = Marks::new(args.accept_mark, args.pass_mark).map_err(|error| {
         tracing::error!("invalid marks: {error}");
         ExitCode::from(EXIT_INVALID_INPUT)
+    })?;
+    Ok(CompilerConfig {
+        marks,
+        deny: match args.deny_action {
+            DenyArg::Drop => DenyAction::Drop,
+            DenyArg::Reject => DenyAction::Reject,
+        },
+        log: LogConfig {
+            prefix: args.log_prefix.clone(),
+            rate_per_second: args.log_rate,
+            burst: args.log_burst,
+        },
     })
 }

@@ -7,11 +7,14 @@ use palisade::render;
 use crate::cli::{FamilyArg, ManifestArgs, MarkArgs};
 
 pub fn render(input: &ManifestArgs, family: FamilyArg, mark_args: &MarkArgs) -> ExitCode {
-    let (manifests, marks) = match (super::load(&input.manifests), super::marks(mark_args)) {
-        (Ok(m), Ok(marks)) => (m, marks),
+    let (manifests, config) = match (
+        super::load(&input.manifests),
+        super::compiler_config(mark_args),
+    ) {
+        (Ok(m), Ok(config)) => (m, config),
         (Err(code), _) | (_, Err(code)) => return code,
     };
-    let state = compiler::compile(&manifests.into_index(), &input.node, marks);
+    let state = compiler::compile(&manifests.into_index(), &input.node, config);
     let families: &[Family] = match family {
         FamilyArg::Ipv4 => &[Family::V4],
         FamilyArg::Ipv6 => &[Family::V6],

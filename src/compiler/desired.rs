@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use crate::model::{Family, Protocol};
+use crate::model::{Family, IpProtocol, Protocol};
 
 /// Everything one node must hold, per IP family.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,7 +52,8 @@ impl FamilyState {
 pub enum IpSetKind {
     /// `hash:ip`: pod addresses.
     HashIp,
-    /// `hash:net`: ipBlock CIDRs, with `except` entries as `nomatch`.
+    /// `hash:net`: networks (ipBlocks with `except` entries as `nomatch`, network sets), and
+    /// the host networks of pods where a selector can match network sets too.
     HashNet,
     /// `hash:ip,port`: pod address, protocol and port of a named port.
     HashIpPort,
@@ -129,40 +130,144 @@ pub enum CtState {
     Invalid,
 }
 
+/// What `-m set --match-set NAME ...` compares with the set's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SetDims {
+    /// `src`: the source address.
+    Src,
+    /// `dst`: the destination address.
+    Dst,
+    /// `src,src`: source address, protocol and source port.
+    SrcPort,
+    /// `dst,dst`: destination address, protocol and destination port.
+    DstPort,
+}
+
+impl SetDims {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SetDims::Src => "src",
+            SetDims::Dst => "dst",
+            SetDims::SrcPort => "src,src",
+            SetDims::DstPort => "dst,dst",
+        }
+    }
+
+    pub fn has_ports(&self) -> bool {
+        matches!(self, SetDims::SrcPort | SetDims::DstPort)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortSide {
+    Source,
+    Destination,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Match {
     CtState(CtState),
     Source(IpNetwork),
     Destination(IpNetwork),
-    /// `-m set --match-set NAME src`
-    SourceInSet(String),
-    /// `-m set --match-set NAME dst`
-    DestinationInSet(String),
-    /// `-m set --match-set NAME dst,dst`: destination address and port (with protocol).
-    DestinationPortInSet(String),
-    Protocol(Protocol),
-    /// `--dport start[:end]`; follows a `Protocol` match.
-    DestinationPorts {
-        start: u16,
-        end: u16,
+    /// `-m set [!] --match-set NAME DIMS`
+    Set {
+        name: String,
+        dims: SetDims,
+        negated: bool,
+    },
+    /// `[!] -p PROTOCOL`
+    Protocol {
+        protocol: IpProtocol,
+        negated: bool,
+    },
+    /// One range: `-m PROTO [!] --dport a[:b]` (the rule's protocol match provides the module);
+    /// several: `-m multiport [!] --dports a,b:c` (at most 15 slots, a range taking two).
+    Ports {
+        side: PortSide,
+        ranges: Vec<(u16, u16)>,
+        negated: bool,
+    },
+    /// `-m icmp [!] --icmp-type T[/C]`, or `-m icmp6 [!] --icmpv6-type T[/C]`.
+    Icmp {
+        v6: bool,
+        icmp_type: u8,
+        code: Option<u8>,
+        negated: bool,
     },
     /// `-m mark --mark value/mask`
     Mark {
         value: u32,
         mask: u32,
     },
+    /// `-m limit --limit N/sec --limit-burst B`
+    Limit {
+        per_second: u32,
+        burst: u32,
+    },
+}
+
+impl Match {
+    pub fn in_set(name: impl Into<String>, dims: SetDims) -> Self {
+        Match::Set {
+            name: name.into(),
+            dims,
+            negated: false,
+        }
+    }
+
+    pub fn not_in_set(name: impl Into<String>, dims: SetDims) -> Self {
+        Match::Set {
+            name: name.into(),
+            dims,
+            negated: true,
+        }
+    }
+
+    pub fn protocol(protocol: Protocol) -> Self {
+        Match::Protocol {
+            protocol: IpProtocol::from_ported(protocol),
+            negated: false,
+        }
+    }
+
+    pub fn destination_port(start: u16, end: u16) -> Self {
+        Match::Ports {
+            side: PortSide::Destination,
+            ranges: vec![(start, end)],
+            negated: false,
+        }
+    }
+
+    /// The same match, inverted: for the matches that iptables can negate.
+    pub fn negated(&self) -> Option<Match> {
+        let mut out = self.clone();
+        match &mut out {
+            Match::Set { negated, .. }
+            | Match::Protocol { negated, .. }
+            | Match::Ports { negated, .. }
+            | Match::Icmp { negated, .. } => *negated = !*negated,
+            _ => return None,
+        }
+        Some(out)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
     Accept,
     Drop,
+    /// `-j REJECT`: an ICMP port-unreachable of the packet's family.
+    Reject,
     Return,
     Jump(String),
     /// `-j MARK --set-xmark value/mask`
     SetMark {
         value: u32,
         mask: u32,
+    },
+    /// `-j LOG --log-prefix PREFIX`: the packet goes on to the next rule.
+    Log {
+        prefix: String,
     },
 }
 
@@ -186,9 +291,7 @@ impl Rule {
     /// Sets this rule reads.
     pub fn referenced_sets(&self) -> impl Iterator<Item = &str> {
         self.matches.iter().filter_map(|m| match m {
-            Match::SourceInSet(s) | Match::DestinationInSet(s) | Match::DestinationPortInSet(s) => {
-                Some(s.as_str())
-            }
+            Match::Set { name, .. } => Some(name.as_str()),
             _ => None,
         })
     }

@@ -8,6 +8,7 @@ pub mod chains;
 pub mod desired;
 pub mod naming;
 mod node;
+pub mod rules;
 pub mod sets;
 
 pub use desired::DesiredState;
@@ -21,7 +22,7 @@ use crate::index::ClusterIndex;
 pub struct Marks {
     /// Set by a policy chain when a rule allows the packet.
     pub accept: u32,
-    /// Reserved for ordered policies whose Pass action hands the decision to the next tier.
+    /// Set by a policy chain when a Pass rule hands the packet to the next tier.
     pub pass: u32,
 }
 
@@ -65,9 +66,60 @@ impl Marks {
     }
 }
 
+/// What a Deny rule and the end of a tier do with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DenyAction {
+    #[default]
+    Drop,
+    /// Answer with an ICMP port-unreachable, as Felix's `DefaultEndpointToHostAction=REJECT`.
+    Reject,
+}
+
+/// How Log rules write to the kernel log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The log prefix; `%t` is the tier, `%k` the policy kind (`knp`, `np`, `gnp`), `%n` the
+    /// policy's name and `%p` its namespace and name. Cut to the kernel's 29 bytes.
+    pub prefix: String,
+    /// Log lines per second per rule; 0 for no limit.
+    pub rate_per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "palisade %t/%n: ".to_string(),
+            rate_per_second: 10,
+            burst: 20,
+        }
+    }
+}
+
+/// Everything besides the cluster that decides the compiled rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CompilerConfig {
+    pub marks: Marks,
+    pub deny: DenyAction,
+    pub log: LogConfig,
+}
+
+impl From<Marks> for CompilerConfig {
+    fn from(marks: Marks) -> Self {
+        Self {
+            marks,
+            ..Self::default()
+        }
+    }
+}
+
 /// The state `node` must hold, computed from scratch.
-pub fn compile(index: &ClusterIndex, node: &str, marks: Marks) -> DesiredState {
-    NodeCompiler::new(index, node, marks).into_state()
+pub fn compile(
+    index: &ClusterIndex,
+    node: &str,
+    config: impl Into<CompilerConfig>,
+) -> DesiredState {
+    NodeCompiler::new(index, node, config).into_state()
 }
 
 #[cfg(test)]

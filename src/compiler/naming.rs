@@ -2,7 +2,7 @@
 //! chains start with `PAL-`, ipsets with `pal4-` or `pal6-`, and every name is derived from a
 //! stable hash so that it fits the kernel's limits (chains ≤ 28 characters, sets ≤ 31).
 
-use crate::model::{Direction, Family, ObjectKey};
+use crate::model::{Direction, Family, ObjectKey, PolicyId};
 
 pub const CHAIN_PREFIX: &str = "PAL-";
 pub const FORWARD_CHAIN: &str = "PAL-FORWARD";
@@ -49,15 +49,16 @@ pub fn pod_chain(pod: &ObjectKey, direction: Direction) -> String {
 }
 
 /// The chain holding one policy's rules for one direction, shared by every pod it selects.
-pub fn policy_chain(policy: &ObjectKey, direction: Direction) -> String {
+pub fn policy_chain(policy: &PolicyId, direction: Direction) -> String {
     let kind = match direction {
         Direction::Ingress => "PI",
         Direction::Egress => "PE",
     };
-    format!("{CHAIN_PREFIX}{kind}-{}", short_hash(&policy.to_string()))
+    format!("{CHAIN_PREFIX}{kind}-{}", short_hash(&policy.canonical()))
 }
 
-/// A set's name: `kind` is one letter (`p` pods, `b` ipBlock, `n` named port), `canonical` the
+/// A set's name: `kind` is one letter (`p` selector, `b` networks, `n` named port, `s` service
+/// endpoints), `canonical` the
 /// canonical text of what the set holds, so equal selectors share one set.
 pub fn set_name(family: Family, kind: char, canonical: &str) -> String {
     format!("{}{kind}-{}", set_prefix(family), short_hash(canonical))
@@ -82,7 +83,11 @@ mod tests {
         let long = ObjectKey::new("n".repeat(63), "p".repeat(253));
         for direction in Direction::ALL {
             assert!(pod_chain(&long, direction).len() <= MAX_CHAIN_NAME);
-            assert!(policy_chain(&long, direction).len() <= MAX_CHAIN_NAME);
+            assert!(policy_chain(&PolicyId::kubernetes(&long), direction).len() <= MAX_CHAIN_NAME);
+            assert!(
+                policy_chain(&PolicyId::global(&"g".repeat(253)), direction).len()
+                    <= MAX_CHAIN_NAME
+            );
         }
         let set = set_name(Family::V6, 'p', &"x".repeat(10_000));
         assert!(set.len() <= MAX_SET_NAME);
@@ -103,6 +108,13 @@ mod tests {
             set_name(Family::V6, 'p', "x")
         );
         assert!(is_owned_set(&set_name(Family::V4, 'b', "x")));
+        let k8s = PolicyId::kubernetes(&a);
+        let calico = PolicyId::calico("default", "a");
+        assert_ne!(
+            policy_chain(&k8s, Direction::Ingress),
+            policy_chain(&calico, Direction::Ingress),
+            "a Calico policy never shares a chain with a Kubernetes policy of the same name"
+        );
         assert!(!is_owned_set("KUBE-foo"));
     }
 }

@@ -1,32 +1,49 @@
 //! The incremental compiler of one node's state.
+//!
+//! It keeps the chains of the node's pods, the chains of the policies they use, and the sets
+//! those read. Each active set knows its members (pods and network sets), and each member knows
+//! its sets, so a change is evaluated only against the sets it can affect: for a label change,
+//! the sets whose selectors read a changed label; for a new or moved pod, the sets whose
+//! selectors its labels can satisfy (the selector index). Nothing is recomputed from scratch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use super::chains;
+use super::chains::{self, PolicyStep, TierStep};
 use super::desired::{Chain, DesiredState, SetEntry};
 use super::naming;
-use super::sets::SetKey;
-use super::Marks;
+use super::rules;
+use super::sets::{SetKey, SetRef};
+use super::CompilerConfig;
 use crate::index::{Change, ClusterIndex};
-use crate::model::{Direction, Family, NamespaceScope, ObjectKey, Pod, Selection};
+use crate::model::{
+    Direction, Family, NetworkSet, NetworkSetKey, ObjectKey, Pod, PolicyId, ServiceAccount,
+};
+use crate::selector::{Labels, SelectorIndex};
 
-/// A pod of this node and the policies that apply to it, per direction.
+/// A pod of this node and, per direction, the tiers that have policies for it (`None`: no
+/// policy applies: allowed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct LocalPod {
     ips: Vec<IpAddr>,
-    /// `None`: not isolated in that direction.
-    ingress: Option<Vec<ObjectKey>>,
-    egress: Option<Vec<ObjectKey>>,
-    isolated_by_namespace: bool,
+    ingress: Option<Vec<TierStep>>,
+    egress: Option<Vec<TierStep>>,
 }
 
 impl LocalPod {
-    fn policies(&self, direction: Direction) -> Option<&Vec<ObjectKey>> {
+    fn tiers(&self, direction: Direction) -> Option<&Vec<TierStep>> {
         match direction {
             Direction::Ingress => self.ingress.as_ref(),
             Direction::Egress => self.egress.as_ref(),
         }
+    }
+
+    fn policies(&self, direction: Direction) -> impl Iterator<Item = &PolicyId> {
+        self.tiers(direction)
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t.policies.iter().map(|p| &p.id))
     }
 
     fn families(&self) -> BTreeSet<Family> {
@@ -34,60 +51,129 @@ impl LocalPod {
     }
 }
 
-type PolicyChainKey = (ObjectKey, Direction, Family);
+type PolicyChainKey = (PolicyId, Direction, Family);
 
 #[derive(Debug)]
 struct ActivePolicyChain {
     refs: u32,
-    sets: Vec<SetKey>,
+    sets: Vec<SetRef>,
+}
+
+fn slot(family: Family) -> usize {
+    match family {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
+}
+
+fn host_prefix(net: &ipnetwork::IpNetwork) -> u8 {
+    match net {
+        ipnetwork::IpNetwork::V4(_) => 32,
+        ipnetwork::IpNetwork::V6(_) => 128,
+    }
+}
+
+/// A set some chain of this node reads.
+#[derive(Debug, Default)]
+struct ActiveSet {
+    /// References per family (IPv4, IPv6): the set exists in a family while they are above 0.
+    refs: [u32; 2],
+    pods: HashSet<ObjectKey>,
+    network_sets: HashSet<NetworkSetKey>,
+}
+
+impl ActiveSet {
+    fn families(&self) -> impl Iterator<Item = Family> + '_ {
+        Family::ALL.into_iter().filter(|f| self.refs[slot(*f)] > 0)
+    }
+}
+
+/// A pod or network set as it was when its set memberships were last computed.
+#[derive(Debug)]
+struct Record<T> {
+    object: Arc<T>,
+    sets: Vec<SetRef>,
+}
+
+/// What to evaluate a changed pod or network set against.
+enum Touch {
+    /// Every set it could match or is in.
+    Full,
+    /// Only these sets (their selectors read the labels that changed).
+    Only(HashSet<SetRef>),
+}
+
+impl Touch {
+    fn merge(slot: &mut Option<Touch>, new: Touch) {
+        *slot = Some(match (slot.take(), new) {
+            (None, new) => new,
+            (Some(Touch::Full), _) | (_, Touch::Full) => Touch::Full,
+            (Some(Touch::Only(mut a)), Touch::Only(b)) => {
+                a.extend(b);
+                Touch::Only(a)
+            }
+        });
+    }
+}
+
+/// Keys whose values differ between two label maps.
+fn changed_keys<'a>(a: &'a Labels, b: &'a Labels) -> Vec<&'a str> {
+    let mut out: Vec<&str> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    out.extend(b.keys().filter(|k| !a.contains_key(*k)).map(String::as_str));
+    out
+}
+
+/// The labels `pcns.` selectors read for a namespace, object or not.
+fn namespace_labels(name: &str, object: Option<&crate::model::Namespace>) -> Labels {
+    match object {
+        Some(ns) => ns.labels.clone(),
+        None => crate::model::namespace_name_labels(name),
+    }
 }
 
 /// Keeps one node's [`DesiredState`] in step with a [`ClusterIndex`].
-///
-/// Set memberships are kept only for the sets this node's chains use. Lookups from a namespace to
-/// the sets that may contain its pods make a pod change cost only the sets it can affect.
 #[derive(Debug)]
 pub struct NodeCompiler {
     node: String,
-    marks: Marks,
+    config: CompilerConfig,
     state: DesiredState,
     local: BTreeMap<ObjectKey, LocalPod>,
     policy_chains: HashMap<PolicyChainKey, ActivePolicyChain>,
-    set_refs: HashMap<(SetKey, Family), u32>,
-    /// Active sets over exactly one namespace, by that namespace.
-    named_sets: HashMap<String, HashSet<SetKey>>,
-    /// Active sets over a namespace selector, with the namespaces it matches now.
-    selector_sets: HashMap<SetKey, HashSet<String>>,
-    selector_sets_by_namespace: HashMap<String, HashSet<SetKey>>,
+    sets: HashMap<SetRef, ActiveSet>,
+    /// Active sets with a selector, for finding the sets a pod or network set can affect.
+    set_selectors: SelectorIndex<SetRef>,
+    /// Active named-port sets over every pod, by port name.
+    sets_by_port_name: HashMap<String, Vec<SetRef>>,
+    sets_by_service: HashMap<ObjectKey, Vec<SetRef>>,
+    pod_records: HashMap<ObjectKey, Record<Pod>>,
+    network_set_records: HashMap<NetworkSetKey, Record<NetworkSet>>,
     /// Sets and chains changed since the last [`NodeCompiler::take_dirty`].
     dirty: BTreeSet<(Family, String)>,
     /// How many rules each local pod has in `PAL-FORWARD`, (egress, ingress), per family
     /// (IPv4 first): where to splice when one pod changes.
     forward_counts: [BTreeMap<ObjectKey, (usize, usize)>; 2],
-    /// Namespaces whose selector matches are in `selector_sets`; a pod in any other namespace
-    /// has that namespace evaluated first.
-    evaluated_namespaces: HashSet<String>,
 }
 
 impl NodeCompiler {
-    pub fn new(index: &ClusterIndex, node: &str, marks: Marks) -> Self {
+    pub fn new(index: &ClusterIndex, node: &str, config: impl Into<CompilerConfig>) -> Self {
         let mut compiler = Self {
             node: node.to_string(),
-            marks,
+            config: config.into(),
             state: DesiredState::default(),
             local: BTreeMap::new(),
             policy_chains: HashMap::new(),
-            set_refs: HashMap::new(),
-            named_sets: HashMap::new(),
-            selector_sets: HashMap::new(),
-            selector_sets_by_namespace: HashMap::new(),
+            sets: HashMap::new(),
+            set_selectors: SelectorIndex::new(),
+            sets_by_port_name: HashMap::new(),
+            sets_by_service: HashMap::new(),
+            pod_records: HashMap::new(),
+            network_set_records: HashMap::new(),
             forward_counts: [BTreeMap::new(), BTreeMap::new()],
             dirty: BTreeSet::new(),
-            evaluated_namespaces: index
-                .populated_namespaces()
-                .map(str::to_string)
-                .chain(index.namespaces().map(|ns| ns.name.clone()))
-                .collect(),
         };
         compiler.state.v4.chains.insert(
             naming::FORWARD_CHAIN.to_string(),
@@ -129,55 +215,160 @@ impl NodeCompiler {
     pub fn isolated_pod_count(&self, direction: Direction) -> usize {
         self.local
             .values()
-            .filter(|p| p.policies(direction).is_some())
+            .filter(|p| p.tiers(direction).is_some())
             .count()
+    }
+
+    fn on_node(&self, pod: Option<&Pod>) -> bool {
+        pod.is_some_and(|p| p.node.as_deref() == Some(self.node.as_str()))
     }
 
     /// Brings the state up to date with `changes`, which `index` already reflects.
     pub fn apply(&mut self, index: &ClusterIndex, changes: &[Change]) {
-        // Pods first, against the namespace matches as they were; namespace changes then
-        // re-evaluate whole namespaces against the current pods; policies last, since the sets
-        // they bring in are built from the current state.
+        let mut pod_touches: HashMap<ObjectKey, Option<Touch>> = HashMap::new();
+        let mut set_touches: HashMap<NetworkSetKey, Option<Touch>> = HashMap::new();
         let mut dirty_local: BTreeSet<ObjectKey> = BTreeSet::new();
+        let mut changed_policies: BTreeSet<PolicyId> = BTreeSet::new();
+        let mut services: BTreeSet<ObjectKey> = BTreeSet::new();
+        let mut every_local_pod = false;
         for change in changes {
-            if let Change::Pod { before, after } = change {
-                let (Some(pod), other) =
-                    (after.as_deref().or(before.as_deref()), before.as_deref())
-                else {
-                    continue;
-                };
-                self.update_pod_membership(index, other, after.as_deref());
-                let on_node = |p: Option<&Pod>| {
-                    p.is_some_and(|p| p.node.as_deref() == Some(self.node.as_str()))
-                };
-                if on_node(before.as_deref()) || on_node(after.as_deref()) {
-                    dirty_local.insert(pod.key.clone());
+            match change {
+                Change::Pod { before, after } => {
+                    let Some(key) = after.as_ref().or(before.as_ref()).map(|p| p.key.clone())
+                    else {
+                        continue;
+                    };
+                    if self.on_node(before.as_deref()) || self.on_node(after.as_deref()) {
+                        dirty_local.insert(key.clone());
+                    }
+                    let touch = match (before, after) {
+                        (Some(b), Some(a))
+                            if b.ips == a.ips
+                                && b.named_ports == a.named_ports
+                                && b.service_account == a.service_account =>
+                        {
+                            let mut sets = Vec::new();
+                            for k in changed_keys(&b.labels, &a.labels) {
+                                self.set_selectors.mentioning_own(k, &mut sets);
+                            }
+                            Touch::Only(sets.into_iter().collect())
+                        }
+                        _ => Touch::Full,
+                    };
+                    Touch::merge(pod_touches.entry(key).or_default(), touch);
                 }
-            }
-        }
-        for change in changes {
-            if let Change::Namespace { before, after } = change {
-                let Some(name) = after.as_ref().or(before.as_ref()).map(|ns| ns.name.clone())
-                else {
-                    continue;
-                };
-                self.update_namespace_matches(index, &name);
-                let deny = |ns: &Option<std::sync::Arc<crate::model::Namespace>>| {
-                    ns.as_ref().is_some_and(|ns| ns.legacy_default_deny)
-                };
-                if deny(before) != deny(after) {
+                Change::Namespace { before, after } => {
+                    let Some(name) = after.as_ref().or(before.as_ref()).map(|n| n.name.clone())
+                    else {
+                        continue;
+                    };
+                    let old = namespace_labels(&name, before.as_deref());
+                    let new = namespace_labels(&name, after.as_deref());
+                    let mut sets = Vec::new();
+                    for k in changed_keys(&old, &new) {
+                        self.set_selectors.mentioning_namespace_label(k, &mut sets);
+                    }
+                    if !sets.is_empty() {
+                        let sets: HashSet<SetRef> = sets.into_iter().collect();
+                        for pod in index.pods_in_namespace(&name) {
+                            Touch::merge(
+                                pod_touches.entry(pod.key.clone()).or_default(),
+                                Touch::Only(sets.clone()),
+                            );
+                        }
+                        for set in index.network_sets_in(&name) {
+                            Touch::merge(
+                                set_touches.entry(set.key.clone()).or_default(),
+                                Touch::Only(sets.clone()),
+                            );
+                        }
+                    }
                     dirty_local.extend(self.local_pods_in(&name));
                 }
+                Change::ServiceAccount { before, after } => {
+                    let Some(key) = after.as_ref().or(before.as_ref()).map(|a| a.key.clone())
+                    else {
+                        continue;
+                    };
+                    let labels = |a: &Option<Arc<ServiceAccount>>| {
+                        a.as_ref().map(|a| a.labels.clone()).unwrap_or_default()
+                    };
+                    let (old, new) = (labels(before), labels(after));
+                    let mut sets = Vec::new();
+                    for k in changed_keys(&old, &new) {
+                        self.set_selectors
+                            .mentioning_service_account_label(k, &mut sets);
+                    }
+                    let uses = |pod: &Pod| pod.service_account.as_deref() == Some(&key.name);
+                    if !sets.is_empty() {
+                        let sets: HashSet<SetRef> = sets.into_iter().collect();
+                        for pod in index.pods_in_namespace(&key.namespace).filter(|p| uses(p)) {
+                            Touch::merge(
+                                pod_touches.entry(pod.key.clone()).or_default(),
+                                Touch::Only(sets.clone()),
+                            );
+                        }
+                    }
+                    dirty_local.extend(
+                        self.local_pods_in(&key.namespace)
+                            .into_iter()
+                            .filter(|k| index.pod(k).is_some_and(|p| uses(p))),
+                    );
+                }
+                Change::NetworkSet { before, after } => {
+                    if let Some(key) = after.as_ref().or(before.as_ref()).map(|s| s.key.clone()) {
+                        Touch::merge(set_touches.entry(key).or_default(), Touch::Full);
+                    }
+                }
+                Change::ServiceSlice { before, after } => {
+                    for slice in before.iter().chain(after) {
+                        services.insert(ObjectKey::new(
+                            slice.key.namespace.clone(),
+                            slice.service.clone(),
+                        ));
+                    }
+                }
+                Change::Tier { .. } => every_local_pod = true,
+                Change::Policy { before, after } => {
+                    let Some(id) = after.as_ref().or(before.as_ref()).map(|p| p.id.clone()) else {
+                        continue;
+                    };
+                    changed_policies.insert(id);
+                    for key in self.local.keys() {
+                        let Some(pod) = index.pod(key) else {
+                            dirty_local.insert(key.clone());
+                            continue;
+                        };
+                        let view = index.pod_view(pod);
+                        let selects = |p: &Option<Arc<crate::model::Policy>>| {
+                            p.as_ref().is_some_and(|p| p.selector.matches(&view))
+                        };
+                        if selects(before) || selects(after) {
+                            dirty_local.insert(key.clone());
+                        }
+                    }
+                    // A pod the compiler has not placed yet is refreshed with its own change.
+                }
             }
         }
-        for change in changes {
-            if let Change::Policy { before, after } = change {
-                let Some(key) = after.as_ref().or(before.as_ref()).map(|p| p.key.clone()) else {
-                    continue;
-                };
-                self.refresh_policy_chains(index, &key);
-                dirty_local.extend(self.local_pods_in(&key.namespace));
+        for (key, touch) in pod_touches {
+            if let Some(touch) = touch {
+                self.touch_pod(index, &key, touch);
             }
+        }
+        for (key, touch) in set_touches {
+            if let Some(touch) = touch {
+                self.touch_network_set(index, &key, touch);
+            }
+        }
+        for service in services {
+            self.refresh_service(index, &service);
+        }
+        for id in changed_policies {
+            self.refresh_policy_chains(index, &id);
+        }
+        if every_local_pod {
+            dirty_local.extend(self.local.keys().cloned());
         }
         for key in dirty_local {
             self.refresh_local_pod(index, &key);
@@ -199,7 +390,7 @@ impl NodeCompiler {
     fn refresh_local_pod(&mut self, index: &ClusterIndex, key: &ObjectKey) {
         let new = index
             .pod(key)
-            .filter(|pod| pod.node.as_deref() == Some(self.node.as_str()))
+            .filter(|pod| self.on_node(Some(pod)))
             .map(|pod| self.local_pod(index, pod));
         let old = self.local.get(key).cloned();
         if old == new {
@@ -209,7 +400,7 @@ impl NodeCompiler {
         if let Some(new) = &new {
             for family in new.families() {
                 for direction in Direction::ALL {
-                    for policy in new.policies(direction).into_iter().flatten() {
+                    for policy in new.policies(direction) {
                         self.acquire_policy_chain(index, (policy.clone(), direction, family));
                     }
                 }
@@ -218,7 +409,7 @@ impl NodeCompiler {
         if let Some(old) = &old {
             for family in old.families() {
                 for direction in Direction::ALL {
-                    for policy in old.policies(direction).into_iter().flatten() {
+                    for policy in old.policies(direction) {
                         self.release_policy_chain(&(policy.clone(), direction, family));
                     }
                 }
@@ -230,14 +421,8 @@ impl NodeCompiler {
                 let chains = &mut self.state.family_mut(family).chains;
                 match &new {
                     Some(pod) if pod.families().contains(&family) => {
-                        if let Some(policies) = pod.policies(direction) {
-                            let rules = chains::pod_chain(
-                                key,
-                                direction,
-                                policies,
-                                pod.isolated_by_namespace,
-                                &self.marks,
-                            );
+                        if let Some(tiers) = pod.tiers(direction) {
+                            let rules = chains::pod_chain(key, direction, tiers, &self.config);
                             chains.insert(name.clone(), Chain { rules });
                         } else {
                             chains.remove(&name);
@@ -269,25 +454,42 @@ impl NodeCompiler {
     }
 
     fn local_pod(&self, index: &ClusterIndex, pod: &Pod) -> LocalPod {
-        let mut ingress = Vec::new();
-        let mut egress = Vec::new();
-        for policy in index.policies_in_namespace(&pod.key.namespace) {
-            if !policy.pod_selector.matches(&pod.labels) {
-                continue;
+        let policies = index.policies_selecting(pod);
+        let tiers = |direction: Direction| -> Option<Vec<TierStep>> {
+            let mut by_tier: BTreeMap<&str, Vec<&Arc<crate::model::Policy>>> = BTreeMap::new();
+            for policy in policies.iter().filter(|p| p.rules(direction).is_some()) {
+                by_tier
+                    .entry(policy.tier.as_str())
+                    .or_default()
+                    .push(policy);
             }
-            if policy.ingress.is_some() {
-                ingress.push(policy.key.clone());
+            if by_tier.is_empty() {
+                return None;
             }
-            if policy.egress.is_some() {
-                egress.push(policy.key.clone());
-            }
-        }
-        let isolated_by_namespace = index.namespace_default_deny(&pod.key.namespace);
+            let mut steps: Vec<TierStep> = by_tier
+                .into_iter()
+                .map(|(name, mut list)| {
+                    list.sort_by_cached_key(|p| p.sort_key());
+                    TierStep {
+                        tier: index.tier(name),
+                        policies: list
+                            .into_iter()
+                            .map(|p| PolicyStep {
+                                id: p.id.clone(),
+                                origin: p.origin(),
+                                can_pass: p.can_pass(direction),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            steps.sort_by(|a, b| a.tier.sort_key().cmp(&b.tier.sort_key()));
+            Some(steps)
+        };
         LocalPod {
             ips: pod.ips.clone(),
-            ingress: (isolated_by_namespace || !ingress.is_empty()).then_some(ingress),
-            egress: (!egress.is_empty()).then_some(egress),
-            isolated_by_namespace,
+            ingress: tiers(Direction::Ingress),
+            egress: tiers(Direction::Egress),
         }
     }
 
@@ -333,11 +535,17 @@ impl NodeCompiler {
                     rules: vec![chains::forward_head()],
                 });
             let (old_egress, old_ingress) = counts.get(key).copied().unwrap_or((0, 0));
-            let (egress_before, ingress_before) = counts
-                .range(..key.clone())
-                .fold((0, 0), |(e, i), (_, (pe, pi))| (e + pe, i + pi));
-            let egress_total: usize =
-                counts.values().map(|(e, _)| e).sum::<usize>() - old_egress + egress.len();
+            let (egress_before, ingress_before, egress_total) =
+                counts
+                    .iter()
+                    .fold((0, 0, 0), |(before_e, before_i, total_e), (k, (e, i))| {
+                        if k < key {
+                            (before_e + e, before_i + i, total_e + e)
+                        } else {
+                            (before_e, before_i, total_e + e)
+                        }
+                    });
+            let egress_total = egress_total - old_egress + egress.len();
             let new_counts = (egress.len(), ingress.len());
             let start = 1 + egress_before;
             chain.rules.splice(start..start + old_egress, egress);
@@ -386,17 +594,17 @@ impl NodeCompiler {
     }
 
     /// Writes the chain into the state and returns the sets it reads.
-    fn write_policy_chain(&mut self, index: &ClusterIndex, key: &PolicyChainKey) -> Vec<SetKey> {
-        let (policy_key, direction, family) = key;
-        let compiled = match index.policy(policy_key) {
-            Some(policy) => chains::policy_chain(policy, *direction, *family, &self.marks),
-            // A removed policy: its pods are about to let go of it; until then it allows nothing.
-            None => chains::PolicyChain {
+    fn write_policy_chain(&mut self, index: &ClusterIndex, key: &PolicyChainKey) -> Vec<SetRef> {
+        let (policy_id, direction, family) = key;
+        let compiled = match index.policy(policy_id) {
+            Some(policy) => rules::policy_chain(policy, *direction, *family, &self.config),
+            // A removed policy: its pods are about to let go of it; until then it decides nothing.
+            None => rules::PolicyChain {
                 rules: Vec::new(),
                 sets: Vec::new(),
             },
         };
-        let name = naming::policy_chain(policy_key, *direction);
+        let name = naming::policy_chain(policy_id, *direction);
         self.dirty.insert((*family, name.clone()));
         self.state.family_mut(*family).chains.insert(
             name,
@@ -407,7 +615,7 @@ impl NodeCompiler {
         compiled.sets
     }
 
-    fn refresh_policy_chains(&mut self, index: &ClusterIndex, policy: &ObjectKey) {
+    fn refresh_policy_chains(&mut self, index: &ClusterIndex, policy: &PolicyId) {
         for direction in Direction::ALL {
             for family in Family::ALL {
                 let key = (policy.clone(), direction, family);
@@ -431,292 +639,469 @@ impl NodeCompiler {
 
     // ---- sets ------------------------------------------------------------------------------
 
-    fn acquire_set(&mut self, index: &ClusterIndex, key: SetKey, family: Family) {
-        let refs = self.set_refs.entry((key.clone(), family)).or_insert(0);
-        *refs += 1;
-        if *refs > 1 {
+    fn acquire_set(&mut self, index: &ClusterIndex, key: SetRef, family: Family) {
+        let newly = !self.sets.contains_key(&key);
+        let active = self.sets.entry(key.clone()).or_default();
+        active.refs[slot(family)] += 1;
+        if active.refs[slot(family)] > 1 {
             return;
         }
-        if let Some(selection) = key.selection() {
-            self.watch_selection(index, &key, selection.clone());
+        if newly {
+            self.register_set(index, &key);
         }
-        let set = match key.selection().map(|s| &s.namespaces) {
-            Some(NamespaceScope::Named(ns)) => {
-                key.build(index, family, std::iter::once(ns.as_str()))
-            }
-            Some(NamespaceScope::Selector(_)) => {
-                let namespaces = self.selector_sets.get(&key);
-                key.build(
-                    index,
-                    family,
-                    namespaces.into_iter().flatten().map(String::as_str),
-                )
-            }
-            None => key.build(index, family, std::iter::empty()),
-        };
         let name = key.name(family);
+        let mut set = key.empty(family);
+        if let Some(active) = self.sets.get(&key) {
+            for pod in &active.pods {
+                if let Some(record) = self.pod_records.get(pod) {
+                    set.members.extend(key.pod_entries(&record.object, family));
+                }
+            }
+            for network_set in &active.network_sets {
+                if let Some(record) = self.network_set_records.get(network_set) {
+                    set.members
+                        .extend(key.network_set_entries(&record.object, family));
+                }
+            }
+        }
+        set.members.extend(key.static_entries(index, family));
         self.dirty.insert((family, name.clone()));
         self.state.family_mut(family).ipsets.insert(name, set);
     }
 
-    fn release_set(&mut self, key: &SetKey, family: Family) {
-        let map_key = (key.clone(), family);
-        let Some(refs) = self.set_refs.get_mut(&map_key) else {
+    /// Makes a new set's members known: the pods and network sets it selects now.
+    fn register_set(&mut self, index: &ClusterIndex, key: &SetRef) {
+        match key.as_ref() {
+            SetKey::Selector(selector)
+            | SetKey::NamedPort {
+                selector: Some(selector),
+                ..
+            } => {
+                self.set_selectors.insert(key.clone(), selector);
+                let pods: Vec<Arc<Pod>> = index
+                    .candidate_pods(selector.expr())
+                    .into_iter()
+                    .filter(|pod| selector.matches(&index.pod_view(pod)))
+                    .cloned()
+                    .collect();
+                for pod in pods {
+                    self.add_pod_member(key, pod);
+                }
+                if key.takes_network_sets() {
+                    let sets: Vec<Arc<NetworkSet>> = index
+                        .network_sets()
+                        .filter(|set| selector.matches(&index.network_set_view(set)))
+                        .cloned()
+                        .collect();
+                    for set in sets {
+                        self.add_network_set_member(key, set);
+                    }
+                }
+            }
+            SetKey::NamedPort {
+                selector: None,
+                name,
+                ..
+            } => {
+                self.sets_by_port_name
+                    .entry(name.clone())
+                    .or_default()
+                    .push(key.clone());
+                let pods: Vec<Arc<Pod>> = index.pods_with_port_name(name).cloned().collect();
+                for pod in pods {
+                    self.add_pod_member(key, pod);
+                }
+            }
+            SetKey::Service { service, .. } => {
+                self.sets_by_service
+                    .entry(service.clone())
+                    .or_default()
+                    .push(key.clone());
+            }
+            SetKey::Nets { .. } => {}
+        }
+    }
+
+    fn add_pod_member(&mut self, key: &SetRef, pod: Arc<Pod>) {
+        if let Some(active) = self.sets.get_mut(key) {
+            active.pods.insert(pod.key.clone());
+        }
+        let record = self
+            .pod_records
+            .entry(pod.key.clone())
+            .or_insert_with(|| Record {
+                object: Arc::clone(&pod),
+                sets: Vec::new(),
+            });
+        if !record.sets.contains(key) {
+            record.sets.push(key.clone());
+        }
+    }
+
+    fn add_network_set_member(&mut self, key: &SetRef, set: Arc<NetworkSet>) {
+        if let Some(active) = self.sets.get_mut(key) {
+            active.network_sets.insert(set.key.clone());
+        }
+        let record = self
+            .network_set_records
+            .entry(set.key.clone())
+            .or_insert_with(|| Record {
+                object: Arc::clone(&set),
+                sets: Vec::new(),
+            });
+        if !record.sets.contains(key) {
+            record.sets.push(key.clone());
+        }
+    }
+
+    fn release_set(&mut self, key: &SetRef, family: Family) {
+        let Some(active) = self.sets.get_mut(key) else {
             return;
         };
-        *refs -= 1;
+        let refs = &mut active.refs[slot(family)];
+        *refs = refs.saturating_sub(1);
         if *refs > 0 {
             return;
         }
-        self.set_refs.remove(&map_key);
         let name = key.name(family);
         self.state.family_mut(family).ipsets.remove(&name);
         self.dirty.insert((family, name));
-        let other = match family {
-            Family::V4 => Family::V6,
-            Family::V6 => Family::V4,
-        };
-        if !self.set_refs.contains_key(&(key.clone(), other)) {
-            self.unwatch_selection(key);
+        if active.refs != [0, 0] {
+            return;
         }
-    }
-
-    fn watch_selection(&mut self, index: &ClusterIndex, key: &SetKey, selection: Selection) {
-        match selection.namespaces {
-            NamespaceScope::Named(ns) => {
-                self.named_sets.entry(ns).or_default().insert(key.clone());
-            }
-            NamespaceScope::Selector(selector) => {
-                if self.selector_sets.contains_key(key) {
-                    return;
-                }
-                // Every namespace this compiler has evaluated must be evaluated for the new set
-                // too, even one that is empty now: a pod may return to it later.
-                let populated: Vec<String> = index
-                    .populated_namespaces()
-                    .filter(|ns| !self.evaluated_namespaces.contains(*ns))
-                    .map(str::to_string)
-                    .collect();
-                self.evaluated_namespaces.extend(populated);
-                let mut matching: HashSet<String> = index
-                    .namespaces()
-                    .filter(|ns| selector.matches(&ns.labels))
-                    .map(|ns| ns.name.clone())
-                    .collect();
-                matching.extend(
-                    self.evaluated_namespaces
-                        .iter()
-                        .filter(|ns| index.namespace(ns).is_none())
-                        .filter(|ns| selector.matches(&crate::model::namespace_name_labels(ns)))
-                        .cloned(),
-                );
-
-                for ns in &matching {
-                    self.selector_sets_by_namespace
-                        .entry(ns.clone())
-                        .or_default()
-                        .insert(key.clone());
-                }
-                self.selector_sets.insert(key.clone(), matching);
-            }
-        }
-    }
-
-    fn unwatch_selection(&mut self, key: &SetKey) {
-        let Some(selection) = key.selection() else {
+        let Some(active) = self.sets.remove(key) else {
             return;
         };
-        match &selection.namespaces {
-            NamespaceScope::Named(ns) => {
-                if let Some(keys) = self.named_sets.get_mut(ns) {
-                    keys.remove(key);
-                    if keys.is_empty() {
-                        self.named_sets.remove(ns);
+        match key.as_ref() {
+            SetKey::Selector(selector)
+            | SetKey::NamedPort {
+                selector: Some(selector),
+                ..
+            } => self.set_selectors.remove(key, selector),
+            SetKey::NamedPort {
+                selector: None,
+                name,
+                ..
+            } => {
+                if let Some(list) = self.sets_by_port_name.get_mut(name) {
+                    list.retain(|k| k != key);
+                    if list.is_empty() {
+                        self.sets_by_port_name.remove(name);
                     }
                 }
             }
-            NamespaceScope::Selector(_) => {
-                for ns in self.selector_sets.remove(key).into_iter().flatten() {
-                    if let Some(keys) = self.selector_sets_by_namespace.get_mut(&ns) {
-                        keys.remove(key);
-                        if keys.is_empty() {
-                            self.selector_sets_by_namespace.remove(&ns);
+            SetKey::Service { service, .. } => {
+                if let Some(list) = self.sets_by_service.get_mut(service) {
+                    list.retain(|k| k != key);
+                    if list.is_empty() {
+                        self.sets_by_service.remove(service);
+                    }
+                }
+            }
+            SetKey::Nets { .. } => {}
+        }
+        for pod in active.pods {
+            if let Some(record) = self.pod_records.get_mut(&pod) {
+                record.sets.retain(|k| k != key);
+                if record.sets.is_empty() {
+                    self.pod_records.remove(&pod);
+                }
+            }
+        }
+        for set in active.network_sets {
+            if let Some(record) = self.network_set_records.get_mut(&set) {
+                record.sets.retain(|k| k != key);
+                if record.sets.is_empty() {
+                    self.network_set_records.remove(&set);
+                }
+            }
+        }
+    }
+
+    /// Whether the set's selection holds the pod as it is now.
+    fn selects_pod(key: &SetKey, index: &ClusterIndex, pod: &Pod) -> bool {
+        match key {
+            SetKey::Selector(selector)
+            | SetKey::NamedPort {
+                selector: Some(selector),
+                ..
+            } => selector.matches(&index.pod_view(pod)),
+            SetKey::NamedPort {
+                selector: None,
+                name,
+                ..
+            } => pod.named_ports.iter().any(|p| p.name == *name),
+            SetKey::Nets { .. } | SetKey::Service { .. } => false,
+        }
+    }
+
+    /// Re-evaluates one pod's memberships (all it could have, or only `Touch::Only`'s) against
+    /// the pod as the index holds it now, and moves its entries.
+    fn touch_pod(&mut self, index: &ClusterIndex, key: &ObjectKey, touch: Touch) {
+        let current: Option<Arc<Pod>> = index.pod(key).cloned();
+        let record = self.pod_records.remove(key);
+        let (old_pod, old_sets) = match record {
+            Some(r) => (Some(r.object), r.sets),
+            None => (None, Vec::new()),
+        };
+        let candidates: Vec<SetRef> = match &touch {
+            Touch::Full => {
+                let mut found = Vec::new();
+                if let Some(pod) = &current {
+                    self.set_selectors
+                        .candidates(&index.pod_view(pod), &mut found);
+                    for port in &pod.named_ports {
+                        if let Some(sets) = self.sets_by_port_name.get(&port.name) {
+                            found.extend(sets.iter().cloned());
                         }
                     }
                 }
+                found.extend(old_sets.iter().cloned());
+                found.sort();
+                found.dedup();
+                found
             }
+            Touch::Only(sets) => sets.iter().cloned().collect(),
+        };
+        let mut new_sets: Vec<SetRef> = match touch {
+            Touch::Full => Vec::new(),
+            Touch::Only(_) => old_sets.clone(),
+        };
+        for set in candidates {
+            let Some(active) = self.sets.get(&set) else {
+                continue;
+            };
+            let was = old_sets.contains(&set);
+            let now = current
+                .as_ref()
+                .is_some_and(|pod| Self::selects_pod(&set, index, pod));
+            let families: Vec<Family> = active.families().collect();
+            for family in families {
+                let old: Vec<SetEntry> = match (&old_pod, was) {
+                    (Some(pod), true) => set.pod_entries(pod, family),
+                    _ => Vec::new(),
+                };
+                let new: Vec<SetEntry> = match (&current, now) {
+                    (Some(pod), true) => set.pod_entries(pod, family),
+                    _ => Vec::new(),
+                };
+                if old == new {
+                    continue;
+                }
+                let stale: Vec<SetEntry> = old.into_iter().filter(|e| !new.contains(e)).collect();
+                self.reconcile(index, &set, family, stale, new, key);
+            }
+            let Some(active) = self.sets.get_mut(&set) else {
+                continue;
+            };
+            if now {
+                active.pods.insert(key.clone());
+                if !new_sets.contains(&set) {
+                    new_sets.push(set);
+                }
+            } else {
+                active.pods.remove(key);
+                new_sets.retain(|k| *k != set);
+            }
+        }
+        if let (Some(pod), false) = (current, new_sets.is_empty()) {
+            self.pod_records.insert(
+                key.clone(),
+                Record {
+                    object: pod,
+                    sets: new_sets,
+                },
+            );
         }
     }
 
-    /// Whether `pod` belongs in the set, by the namespace matches this compiler holds.
-    fn in_selection(&self, key: &SetKey, pod: &Pod) -> bool {
-        let Some(selection) = key.selection() else {
+    fn touch_network_set(&mut self, index: &ClusterIndex, key: &NetworkSetKey, touch: Touch) {
+        let current: Option<Arc<NetworkSet>> = index.network_set(key).cloned();
+        let record = self.network_set_records.remove(key);
+        let (old_set, old_sets) = match record {
+            Some(r) => (Some(r.object), r.sets),
+            None => (None, Vec::new()),
+        };
+        let candidates: Vec<SetRef> = match &touch {
+            Touch::Full => {
+                let mut found = Vec::new();
+                if let Some(set) = &current {
+                    self.set_selectors
+                        .candidates(&index.network_set_view(set), &mut found);
+                }
+                found.extend(old_sets.iter().cloned());
+                found.sort();
+                found.dedup();
+                found
+            }
+            Touch::Only(sets) => sets.iter().cloned().collect(),
+        };
+        let mut new_sets: Vec<SetRef> = match touch {
+            Touch::Full => Vec::new(),
+            Touch::Only(_) => old_sets.clone(),
+        };
+        for set in candidates {
+            let Some(active) = self.sets.get(&set) else {
+                continue;
+            };
+            if !set.takes_network_sets() {
+                continue;
+            }
+            let was = old_sets.contains(&set);
+            let now = match (&current, set.selector()) {
+                (Some(ns), Some(selector)) => selector.matches(&index.network_set_view(ns)),
+                _ => false,
+            };
+            let families: Vec<Family> = active.families().collect();
+            for family in families {
+                let old: Vec<SetEntry> = match (&old_set, was) {
+                    (Some(ns), true) => set.network_set_entries(ns, family),
+                    _ => Vec::new(),
+                };
+                let new: Vec<SetEntry> = match (&current, now) {
+                    (Some(ns), true) => set.network_set_entries(ns, family),
+                    _ => Vec::new(),
+                };
+                if old == new {
+                    continue;
+                }
+                let stale: Vec<SetEntry> = old.into_iter().filter(|e| !new.contains(e)).collect();
+                self.reconcile_network_set(index, &set, family, stale, new, key);
+            }
+            let Some(active) = self.sets.get_mut(&set) else {
+                continue;
+            };
+            if now {
+                active.network_sets.insert(key.clone());
+                if !new_sets.contains(&set) {
+                    new_sets.push(set);
+                }
+            } else {
+                active.network_sets.remove(key);
+                new_sets.retain(|k| *k != set);
+            }
+        }
+        if let (Some(set), false) = (current, new_sets.is_empty()) {
+            self.network_set_records.insert(
+                key.clone(),
+                Record {
+                    object: set,
+                    sets: new_sets,
+                },
+            );
+        }
+    }
+
+    /// Whether a member other than `pod` / `network_set` still gives the set `entry`.
+    fn contributed_by_others(
+        &self,
+        index: &ClusterIndex,
+        set: &SetRef,
+        family: Family,
+        entry: &SetEntry,
+        pod: Option<&ObjectKey>,
+        network_set: Option<&NetworkSetKey>,
+    ) -> bool {
+        let Some(active) = self.sets.get(set) else {
             return false;
         };
-        let namespace_ok = match &selection.namespaces {
-            NamespaceScope::Named(ns) => *ns == pod.key.namespace,
-            NamespaceScope::Selector(_) => self
-                .selector_sets
-                .get(key)
-                .is_some_and(|namespaces| namespaces.contains(&pod.key.namespace)),
+        let host = match entry {
+            SetEntry::Ip(ip) | SetEntry::IpPort { ip, .. } => Some(*ip),
+            SetEntry::Net { net, .. } if net.prefix() == host_prefix(net) => Some(net.ip()),
+            SetEntry::Net { .. } => None,
         };
-        namespace_ok && selection.pods.matches(&pod.labels)
-    }
-
-    fn sets_for_namespace(&self, namespace: &str) -> Vec<SetKey> {
-        self.named_sets
-            .get(namespace)
-            .into_iter()
-            .flatten()
-            .chain(
-                self.selector_sets_by_namespace
-                    .get(namespace)
-                    .into_iter()
-                    .flatten(),
-            )
-            .cloned()
-            .collect()
-    }
-
-    fn update_pod_membership(
-        &mut self,
-        index: &ClusterIndex,
-        before: Option<&Pod>,
-        after: Option<&Pod>,
-    ) {
-        let Some(namespace) = after.or(before).map(|p| p.key.namespace.clone()) else {
-            return;
-        };
-        if !self.evaluated_namespaces.contains(&namespace) {
-            self.update_namespace_matches(index, &namespace);
-        }
-        for key in self.sets_for_namespace(&namespace) {
-            for family in Family::ALL {
-                if !self.set_refs.contains_key(&(key.clone(), family)) {
-                    continue;
-                }
-                let wanted: Vec<SetEntry> = match after {
-                    Some(pod) if self.in_selection(&key, pod) => key.pod_entries(pod, family),
-                    _ => Vec::new(),
-                };
-                // The set holds the old entries only if the old pod was in the selection.
-                let stale: Vec<SetEntry> = match before {
-                    Some(pod) if self.in_selection(&key, pod) => key
-                        .pod_entries(pod, family)
-                        .into_iter()
-                        .filter(|e| !wanted.contains(e))
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                if stale.is_empty() && wanted.is_empty() {
-                    continue;
-                }
-                self.reconcile_entries(index, &key, family, stale, wanted, after.or(before));
-            }
-        }
-    }
-
-    /// Removes `stale` entries no other pod still contributes, and adds `wanted` ones.
-    fn reconcile_entries(
-        &mut self,
-        index: &ClusterIndex,
-        key: &SetKey,
-        family: Family,
-        stale: Vec<SetEntry>,
-        wanted: Vec<SetEntry>,
-        changed: Option<&Pod>,
-    ) {
-        let changed_key = changed.map(|p| &p.key);
-        let still_contributed: Vec<bool> = stale
-            .iter()
-            .map(|entry| {
-                let ip = match entry {
-                    SetEntry::Ip(ip) | SetEntry::IpPort { ip, .. } => *ip,
-                    SetEntry::Net { .. } => return false,
-                };
-                index.pods_with_ip(&ip).any(|other| {
-                    Some(&other.key) != changed_key
-                        && self.in_selection(key, other)
-                        && key.pod_entries(other, family).contains(entry)
-                })
+        let by_pod = host.is_some_and(|ip| {
+            index.pods_with_ip(&ip).any(|other| {
+                Some(&other.key) != pod
+                    && active.pods.contains(&other.key)
+                    && set.pod_entries(other, family).contains(entry)
             })
-            .collect();
-        let Some(set) = self
-            .state
-            .family_mut(family)
-            .ipsets
-            .get_mut(&key.name(family))
-        else {
+        });
+        by_pod
+            || active.network_sets.iter().any(|k| {
+                Some(k) != network_set
+                    && index
+                        .network_set(k)
+                        .is_some_and(|s| set.network_set_entries(s, family).contains(entry))
+            })
+    }
+
+    fn write_entries(
+        &mut self,
+        set: &SetRef,
+        family: Family,
+        remove: Vec<SetEntry>,
+        add: Vec<SetEntry>,
+    ) {
+        let name = set.name(family);
+        let Some(ipset) = self.state.family_mut(family).ipsets.get_mut(&name) else {
             return;
         };
         let mut changed = false;
-        for (entry, kept) in stale.iter().zip(still_contributed) {
-            if !kept {
-                changed |= set.members.remove(entry);
-            }
+        for entry in &remove {
+            changed |= ipset.members.remove(entry);
         }
-        for entry in wanted {
-            changed |= set.members.insert(entry);
+        for entry in add {
+            changed |= ipset.members.insert(entry);
         }
         if changed {
-            self.dirty.insert((family, key.name(family)));
+            self.dirty.insert((family, name));
         }
     }
 
-    fn update_namespace_matches(&mut self, index: &ClusterIndex, namespace: &str) {
-        self.evaluated_namespaces.insert(namespace.to_string());
-        let labels = index.namespace_labels(namespace).into_owned();
-        let keys: Vec<SetKey> = self.selector_sets.keys().cloned().collect();
-        for key in keys {
-            let Some(NamespaceScope::Selector(selector)) = key.selection().map(|s| &s.namespaces)
-            else {
-                continue;
+    /// Removes `stale` entries no other member still gives, and adds `wanted` ones.
+    fn reconcile(
+        &mut self,
+        index: &ClusterIndex,
+        set: &SetRef,
+        family: Family,
+        stale: Vec<SetEntry>,
+        wanted: Vec<SetEntry>,
+        pod: &ObjectKey,
+    ) {
+        let remove: Vec<SetEntry> = stale
+            .into_iter()
+            .filter(|e| !self.contributed_by_others(index, set, family, e, Some(pod), None))
+            .collect();
+        self.write_entries(set, family, remove, wanted);
+    }
+
+    fn reconcile_network_set(
+        &mut self,
+        index: &ClusterIndex,
+        set: &SetRef,
+        family: Family,
+        stale: Vec<SetEntry>,
+        wanted: Vec<SetEntry>,
+        network_set: &NetworkSetKey,
+    ) {
+        let remove: Vec<SetEntry> = stale
+            .into_iter()
+            .filter(|e| !self.contributed_by_others(index, set, family, e, None, Some(network_set)))
+            .collect();
+        self.write_entries(set, family, remove, wanted);
+    }
+
+    /// Recomputes the sets of a Service's endpoints.
+    fn refresh_service(&mut self, index: &ClusterIndex, service: &ObjectKey) {
+        let sets: Vec<SetRef> = self
+            .sets_by_service
+            .get(service)
+            .cloned()
+            .unwrap_or_default();
+        for set in sets {
+            let families: Vec<Family> = match self.sets.get(&set) {
+                Some(active) => active.families().collect(),
+                None => continue,
             };
-            let now = selector.matches(&labels);
-            let was = self
-                .selector_sets
-                .get(&key)
-                .is_some_and(|n| n.contains(namespace));
-            if now == was {
-                continue;
-            }
-            if let Some(namespaces) = self.selector_sets.get_mut(&key) {
-                if now {
-                    namespaces.insert(namespace.to_string());
-                } else {
-                    namespaces.remove(namespace);
-                }
-            }
-            let by_namespace = self
-                .selector_sets_by_namespace
-                .entry(namespace.to_string())
-                .or_default();
-            if now {
-                by_namespace.insert(key.clone());
-            } else {
-                by_namespace.remove(&key);
-            }
-            let pods: Vec<std::sync::Arc<Pod>> =
-                index.pods_in_namespace(namespace).cloned().collect();
-            for family in Family::ALL {
-                if !self.set_refs.contains_key(&(key.clone(), family)) {
-                    continue;
-                }
-                for pod in &pods {
-                    let entries = key.pod_entries(pod, family);
-                    if now {
-                        if self.in_selection(&key, pod) {
-                            self.reconcile_entries(
-                                index,
-                                &key,
-                                family,
-                                Vec::new(),
-                                entries,
-                                Some(pod),
-                            );
-                        }
-                    } else {
-                        self.reconcile_entries(index, &key, family, entries, Vec::new(), Some(pod));
+            for family in families {
+                let name = set.name(family);
+                let wanted: BTreeSet<SetEntry> =
+                    set.static_entries(index, family).into_iter().collect();
+                if let Some(ipset) = self.state.family_mut(family).ipsets.get_mut(&name) {
+                    if ipset.members != wanted {
+                        ipset.members = wanted;
+                        self.dirty.insert((family, name));
                     }
                 }
             }

@@ -1,231 +1,404 @@
-//! What each ipset stands for, its name, and its members.
+//! What each ipset stands for, its name, its type, and the entries pods and network sets give
+//! it.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
 use super::desired::{IpSet, IpSetKind, SetEntry};
 use super::naming;
 use crate::index::ClusterIndex;
-use crate::model::{Family, IpBlock, NamespaceScope, Pod, Protocol, Selection};
+use crate::model::{Family, NetworkSet, ObjectKey, Pod, Protocol};
+use crate::selector::Selector;
 
 /// The identity of an ipset, independent of family. Equal keys share one set per family.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SetKey {
-    /// Addresses of the pods in a selection (`hash:ip`).
-    Pods(Selection),
-    /// Address, protocol and port of every pod in a selection that has this named port
-    /// (`hash:ip,port`).
+    /// The endpoints a selector matches: pods, and network sets' networks unless the selector
+    /// matches only pods (`hash:ip` then, `hash:net` otherwise).
+    Selector(Selector),
+    /// Address, protocol and port of every pod with a container port of this name (of this
+    /// protocol, when given), among the pods the selector matches (every pod for `None`).
     NamedPort {
-        selection: Selection,
+        selector: Option<Selector>,
         name: String,
-        protocol: Protocol,
+        protocol: Option<Protocol>,
     },
-    /// An ipBlock (`hash:net`, with `except` entries as `nomatch`).
-    Block(IpBlock),
+    /// Networks; `except` entries are `nomatch` and each lies inside one of `nets`.
+    Nets {
+        nets: Vec<IpNetwork>,
+        except: Vec<IpNetwork>,
+    },
+    /// The endpoint addresses of a Service's EndpointSlices, with their ports when `ports`.
+    Service { service: ObjectKey, ports: bool },
 }
 
+pub type SetRef = Arc<SetKey>;
+
 impl SetKey {
+    /// A named-port set; a selector matching every pod is the same set as none, and must
+    /// share its name.
+    pub fn named_port(selector: Option<Selector>, name: &str, protocol: Option<Protocol>) -> Self {
+        SetKey::NamedPort {
+            selector: selector.filter(|s| !s.is_all()),
+            name: name.to_string(),
+            protocol,
+        }
+    }
+
     pub fn canonical(&self) -> String {
         match self {
-            SetKey::Pods(selection) => selection.to_string(),
+            SetKey::Selector(selector) => selector.to_string(),
             SetKey::NamedPort {
-                selection,
+                selector,
                 name,
                 protocol,
-            } => format!("{selection};port={name}/{protocol}"),
-            SetKey::Block(block) => block.to_string(),
+            } => {
+                let scope = selector
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "all()".to_string());
+                let protocol = protocol.map(|p| p.as_str()).unwrap_or("any");
+                format!("{scope};port={name}/{protocol}")
+            }
+            SetKey::Nets { nets, except } => {
+                let mut out: String = nets
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                for e in except {
+                    out.push_str(&format!(" except {e}"));
+                }
+                out
+            }
+            SetKey::Service { service, ports } => {
+                format!("service {service}{}", if *ports { ";ports" } else { "" })
+            }
         }
     }
 
     pub fn name(&self, family: Family) -> String {
         let kind = match self {
-            SetKey::Pods(_) => 'p',
+            SetKey::Selector(_) => 'p',
             SetKey::NamedPort { .. } => 'n',
-            SetKey::Block(_) => 'b',
+            SetKey::Nets { .. } => 'b',
+            SetKey::Service { .. } => 's',
         };
         naming::set_name(family, kind, &self.canonical())
     }
 
     pub fn kind(&self) -> IpSetKind {
         match self {
-            SetKey::Pods(_) => IpSetKind::HashIp,
+            SetKey::Selector(selector) if selector.only_pods() => IpSetKind::HashIp,
+            SetKey::Selector(_) | SetKey::Nets { .. } => IpSetKind::HashNet,
             SetKey::NamedPort { .. } => IpSetKind::HashIpPort,
-            SetKey::Block(_) => IpSetKind::HashNet,
-        }
-    }
-
-    pub fn selection(&self) -> Option<&Selection> {
-        match self {
-            SetKey::Pods(selection) | SetKey::NamedPort { selection, .. } => Some(selection),
-            SetKey::Block(_) => None,
-        }
-    }
-
-    fn description(&self) -> String {
-        match self {
-            SetKey::Pods(selection) => format!("pods {selection}"),
-            SetKey::NamedPort {
-                selection,
-                name,
-                protocol,
-            } => format!("named port {name}/{protocol} of pods {selection}"),
-            SetKey::Block(block) => format!("ipBlock {block}"),
-        }
-    }
-
-    /// The set with its members computed from scratch. `namespaces` are the namespaces the
-    /// selection covers (resolved by the caller, who keeps them for later updates).
-    pub fn build<'a>(
-        &self,
-        index: &ClusterIndex,
-        family: Family,
-        namespaces: impl Iterator<Item = &'a str>,
-    ) -> IpSet {
-        let mut members = BTreeSet::new();
-        match self {
-            SetKey::Block(block) => members.extend(block_entries(block)),
-            SetKey::Pods(selection) | SetKey::NamedPort { selection, .. } => {
-                let mut add = |pod: &Pod| {
-                    if selection.pods.matches(&pod.labels) {
-                        members.extend(self.pod_entries(pod, family));
-                    }
-                };
-                match (self, &selection.namespaces) {
-                    // Every namespace: the pods that have the port name are the fewer.
-                    (SetKey::NamedPort { name, .. }, NamespaceScope::Selector(all))
-                        if all.is_everything() =>
-                    {
-                        index.pods_with_port_name(name).for_each(|p| add(p))
-                    }
-                    _ => {
-                        for namespace in namespaces {
-                            index.pods_in_namespace(namespace).for_each(|p| add(p));
-                        }
-                    }
+            SetKey::Service { ports, .. } => {
+                if *ports {
+                    IpSetKind::HashIpPort
+                } else {
+                    IpSetKind::HashIp
                 }
             }
         }
+    }
+
+    /// The selector whose matches are this set's pods, for sets built from pods.
+    pub fn selector(&self) -> Option<&Selector> {
+        match self {
+            SetKey::Selector(selector) => Some(selector),
+            SetKey::NamedPort { selector, .. } => selector.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether members come from pods (selectors and named ports).
+    pub fn from_pods(&self) -> bool {
+        matches!(self, SetKey::Selector(_) | SetKey::NamedPort { .. })
+    }
+
+    /// Whether network sets can be members.
+    pub fn takes_network_sets(&self) -> bool {
+        matches!(self, SetKey::Selector(s) if !s.only_pods())
+    }
+
+    pub fn description(&self) -> String {
+        match self {
+            SetKey::Selector(selector) if selector.only_pods() => format!("pods {selector}"),
+            SetKey::Selector(selector) => format!("pods and network sets {selector}"),
+            SetKey::NamedPort {
+                selector,
+                name,
+                protocol,
+            } => {
+                let protocol = protocol.map(|p| p.as_str()).unwrap_or("any protocol");
+                match selector {
+                    Some(s) => format!("named port {name}/{protocol} of pods {s}"),
+                    None => format!("named port {name}/{protocol} of every pod"),
+                }
+            }
+            SetKey::Nets { .. } => format!("networks {}", self.canonical()),
+            SetKey::Service { service, ports } => format!(
+                "endpoints of service {service}{}",
+                if *ports { " with their ports" } else { "" }
+            ),
+        }
+    }
+
+    /// An empty set of this key's type.
+    pub fn empty(&self, family: Family) -> IpSet {
         IpSet {
             kind: self.kind(),
             family,
             description: self.description(),
-            members,
+            members: BTreeSet::new(),
         }
     }
 
-    /// The entries a pod contributes to this set, if it is in the selection.
+    /// The entries a member pod gives this set.
     pub fn pod_entries(&self, pod: &Pod, family: Family) -> Vec<SetEntry> {
         match self {
-            SetKey::Pods(_) => pod.ips_of(family).map(SetEntry::Ip).collect(),
-            SetKey::NamedPort { name, protocol, .. } => match pod.named_port(name, *protocol) {
-                Some(port) => pod
-                    .ips_of(family)
-                    .map(|ip| SetEntry::IpPort {
-                        ip,
-                        protocol: *protocol,
-                        port,
+            SetKey::Selector(_) => {
+                let hash_net = self.kind() == IpSetKind::HashNet;
+                pod.ips_of(family)
+                    .map(|ip| {
+                        if hash_net {
+                            SetEntry::Net {
+                                net: IpNetwork::from(ip),
+                                nomatch: false,
+                            }
+                        } else {
+                            SetEntry::Ip(ip)
+                        }
                     })
-                    .collect(),
-                None => Vec::new(),
-            },
-            SetKey::Block(_) => Vec::new(),
+                    .collect()
+            }
+            SetKey::NamedPort { name, protocol, .. } => {
+                let mut out = Vec::new();
+                for port in &pod.named_ports {
+                    if port.name != *name || protocol.is_some_and(|p| p != port.protocol) {
+                        continue;
+                    }
+                    out.extend(pod.ips_of(family).map(|ip| SetEntry::IpPort {
+                        ip,
+                        protocol: port.protocol,
+                        port: port.port,
+                    }));
+                }
+                out
+            }
+            SetKey::Nets { .. } | SetKey::Service { .. } => Vec::new(),
+        }
+    }
+
+    /// The entries a member network set gives this set.
+    pub fn network_set_entries(&self, set: &NetworkSet, family: Family) -> Vec<SetEntry> {
+        if !self.takes_network_sets() {
+            return Vec::new();
+        }
+        set.nets
+            .iter()
+            .filter(|net| Family::of_net(net) == family)
+            .flat_map(|net| net_entries(*net, false))
+            .collect()
+    }
+
+    /// The entries that come from no member: networks and service endpoints.
+    pub fn static_entries(&self, index: &ClusterIndex, family: Family) -> Vec<SetEntry> {
+        match self {
+            SetKey::Nets { nets, except } => nets_entries(nets, except, family),
+            SetKey::Service { service, ports } => {
+                let mut out = Vec::new();
+                for slice in index.slices_of_service(service) {
+                    for ip in slice.addresses.iter().filter(|ip| Family::of(ip) == family) {
+                        if *ports {
+                            out.extend(slice.ports.iter().map(|(protocol, port)| {
+                                SetEntry::IpPort {
+                                    ip: *ip,
+                                    protocol: *protocol,
+                                    port: *port,
+                                }
+                            }));
+                        } else {
+                            out.push(SetEntry::Ip(*ip));
+                        }
+                    }
+                }
+                out
+            }
+            _ => Vec::new(),
         }
     }
 }
 
-/// `hash:net` cannot hold a /0, so a whole address space becomes its two halves. An `except`
-/// that covers the whole block leaves nothing.
-fn block_entries(block: &IpBlock) -> Vec<SetEntry> {
-    if block
-        .except
-        .iter()
-        .any(|e| e.prefix() <= block.cidr.prefix())
-    {
-        return Vec::new();
+/// `hash:net` cannot hold a /0, so a whole address space becomes its two halves (the dataplane
+/// splits it). An `except` that covers the whole of its network leaves that network out.
+fn nets_entries(nets: &[IpNetwork], except: &[IpNetwork], family: Family) -> Vec<SetEntry> {
+    let mut entries = Vec::new();
+    for net in nets.iter().filter(|n| Family::of_net(n) == family) {
+        if except
+            .iter()
+            .any(|e| e.prefix() <= net.prefix() && e.contains(net.network()))
+        {
+            continue;
+        }
+        entries.extend(net_entries(*net, false));
     }
-    let mut entries: Vec<SetEntry> = split_default_route(block.cidr)
-        .into_iter()
-        .map(|net| SetEntry::Net {
-            net,
-            nomatch: false,
-        })
-        .collect();
-    entries.extend(block.except.iter().map(|net| SetEntry::Net {
-        net: *net,
-        nomatch: true,
-    }));
+    for e in except.iter().filter(|n| Family::of_net(n) == family) {
+        let inside = nets
+            .iter()
+            .any(|n| e.prefix() > n.prefix() && n.contains(e.network()));
+        if inside {
+            entries.extend(net_entries(*e, true));
+        }
+    }
     entries
 }
 
-fn split_default_route(net: IpNetwork) -> Vec<IpNetwork> {
+/// One network as `hash:net` entries: a whole address space is its two halves.
+fn net_entries(net: IpNetwork, nomatch: bool) -> Vec<SetEntry> {
     if net.prefix() != 0 {
-        return vec![net];
+        return vec![SetEntry::Net { net, nomatch }];
     }
-    let halves: [IpAddr; 2] = match net {
+    let halves: [std::net::IpAddr; 2] = match net {
         IpNetwork::V4(_) => [
-            Ipv4Addr::new(0, 0, 0, 0).into(),
-            Ipv4Addr::new(128, 0, 0, 0).into(),
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            std::net::Ipv4Addr::new(128, 0, 0, 0).into(),
         ],
         IpNetwork::V6(_) => [
-            Ipv6Addr::UNSPECIFIED.into(),
-            Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0).into(),
+            std::net::Ipv6Addr::UNSPECIFIED.into(),
+            std::net::Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0).into(),
         ],
     };
     halves
         .iter()
         .filter_map(|ip| IpNetwork::new(*ip, 1).ok())
+        .map(|net| SetEntry::Net { net, nomatch })
         .collect()
+}
+
+/// Whether `nets` minus `not_nets` can be one `hash:net` set with `nomatch` entries, where the
+/// most specific entry holding an address decides: exactly when every excluded network that
+/// meets an allowed one lies strictly inside it (two CIDRs that meet nest).
+pub fn nomatch_fits(nets: &[IpNetwork], not_nets: &[IpNetwork]) -> bool {
+    not_nets.iter().all(|e| {
+        nets.iter()
+            .filter(|n| n.contains(e.network()) || e.contains(n.network()))
+            .all(|n| e.prefix() > n.prefix() && n.contains(e.network()))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn block(cidr: &str, except: &[&str]) -> IpBlock {
-        IpBlock {
-            cidr: cidr.parse().unwrap(),
-            except: except.iter().map(|e| e.parse().unwrap()).collect(),
-        }
+    fn nets(list: &[&str]) -> Vec<IpNetwork> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    fn members(key: &SetKey, family: Family) -> Vec<String> {
+        let mut out: Vec<String> = key
+            .static_entries(&ClusterIndex::new(), family)
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        out.sort();
+        out
     }
 
     #[test]
-    fn block_excepts_become_nomatch_entries() {
-        let set = SetKey::Block(block("10.0.0.0/8", &["10.1.0.0/16"])).build(
-            &ClusterIndex::new(),
-            Family::V4,
-            std::iter::empty(),
+    fn excepts_become_nomatch_entries() {
+        let key = SetKey::Nets {
+            nets: nets(&["10.0.0.0/8"]),
+            except: nets(&["10.1.0.0/16"]),
+        };
+        assert_eq!(
+            members(&key, Family::V4),
+            ["10.0.0.0/8", "10.1.0.0/16 nomatch"]
         );
-        let text: Vec<String> = set.members.iter().map(|m| m.to_string()).collect();
-        assert_eq!(text, ["10.0.0.0/8", "10.1.0.0/16 nomatch"]);
+        assert_eq!(key.canonical(), "10.0.0.0/8 except 10.1.0.0/16");
+        assert_eq!(key.kind(), IpSetKind::HashNet);
     }
 
     #[test]
     fn a_whole_address_space_is_split_in_halves() {
-        let set = SetKey::Block(block("0.0.0.0/0", &[])).build(
-            &ClusterIndex::new(),
-            Family::V4,
-            std::iter::empty(),
-        );
-        let text: Vec<String> = set.members.iter().map(|m| m.to_string()).collect();
-        assert_eq!(text, ["0.0.0.0/1", "128.0.0.0/1"]);
-        let set = SetKey::Block(block("::/0", &[])).build(
-            &ClusterIndex::new(),
-            Family::V6,
-            std::iter::empty(),
-        );
-        let text: Vec<String> = set.members.iter().map(|m| m.to_string()).collect();
-        assert_eq!(text, ["::/1", "8000::/1"]);
+        let key = SetKey::Nets {
+            nets: nets(&["0.0.0.0/0", "::/0"]),
+            except: vec![],
+        };
+        assert_eq!(members(&key, Family::V4), ["0.0.0.0/1", "128.0.0.0/1"]);
+        assert_eq!(members(&key, Family::V6), ["8000::/1", "::/1"]);
     }
 
     #[test]
-    fn an_except_covering_the_block_empties_it() {
-        let set = SetKey::Block(block("10.0.0.0/8", &["10.0.0.0/8"])).build(
-            &ClusterIndex::new(),
-            Family::V4,
-            std::iter::empty(),
+    fn an_except_covering_the_network_empties_it() {
+        let key = SetKey::Nets {
+            nets: nets(&["10.0.0.0/8"]),
+            except: nets(&["10.0.0.0/8"]),
+        };
+        assert!(members(&key, Family::V4).is_empty());
+    }
+
+    #[test]
+    fn several_networks_share_one_set() {
+        let key = SetKey::Nets {
+            nets: nets(&["10.0.0.0/8", "192.168.0.0/16"]),
+            except: vec![],
+        };
+        assert_eq!(key.canonical(), "10.0.0.0/8,192.168.0.0/16");
+        assert_eq!(members(&key, Family::V4), ["10.0.0.0/8", "192.168.0.0/16"]);
+        assert!(members(&key, Family::V6).is_empty());
+    }
+
+    #[test]
+    fn nomatch_fits_only_when_the_most_specific_entry_decides_rightly() {
+        assert!(nomatch_fits(
+            &nets(&["10.0.0.0/8"]),
+            &nets(&["10.1.0.0/16"])
+        ));
+        assert!(nomatch_fits(
+            &nets(&["10.0.0.0/8"]),
+            &nets(&["192.168.0.0/16"])
+        ));
+        // The excluded network holds an allowed one: the allowed one would win inside it.
+        assert!(!nomatch_fits(
+            &nets(&["10.1.2.0/24"]),
+            &nets(&["10.1.0.0/16"])
+        ));
+        assert!(!nomatch_fits(
+            &nets(&["10.0.0.0/8", "10.1.2.0/24"]),
+            &nets(&["10.1.0.0/16"])
+        ));
+        // Equal networks cannot be both an entry and its nomatch.
+        assert!(!nomatch_fits(
+            &nets(&["10.0.0.0/8"]),
+            &nets(&["10.0.0.0/8"])
+        ));
+    }
+
+    #[test]
+    fn selector_sets_hold_host_networks_when_network_sets_can_join() {
+        let pod = Pod {
+            key: ObjectKey::new("a", "p"),
+            node: None,
+            ips: vec!["10.0.0.1".parse().unwrap()],
+            labels: Default::default(),
+            named_ports: vec![],
+            service_account: None,
+        };
+        let pods_only =
+            SetKey::Selector(Selector::parse("projectcalico.org/orchestrator == 'k8s'").unwrap());
+        assert_eq!(pods_only.kind(), IpSetKind::HashIp);
+        assert_eq!(
+            pods_only.pod_entries(&pod, Family::V4)[0].to_string(),
+            "10.0.0.1"
         );
-        assert!(set.members.is_empty());
+        let any = SetKey::Selector(Selector::parse("role == 'db'").unwrap());
+        assert_eq!(any.kind(), IpSetKind::HashNet);
+        assert_eq!(
+            any.pod_entries(&pod, Family::V4)[0].to_string(),
+            "10.0.0.1/32"
+        );
     }
 }

@@ -7,11 +7,13 @@ use super::desired::SetEntry;
 use super::sets::SetKey;
 use super::*;
 use crate::index::ClusterIndex;
-use crate::model::{
-    Direction, Family, IpBlock, NamedPort, Namespace, NamespaceScope, ObjectKey, Peer, Pod, Policy,
-    PolicyRule, PortMatch, PortRule, Protocol, Selection,
+use crate::model::kubernetes::{
+    IpBlock, KubernetesPolicy, NamespaceScope, Peer, PolicyRule, PortMatch, PortRule, Selection,
 };
-use crate::selector::{LabelSelector, Labels};
+use crate::model::{
+    Direction, Family, NamedPort, Namespace, ObjectKey, Pod, Policy, PolicyId, Protocol,
+};
+use crate::selector::{Labels, Selector};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -31,15 +33,16 @@ fn pod(ns: &str, name: &str, node: &str, ips: &[&str], pairs: &[(&str, &str)]) -
             protocol: Protocol::Tcp,
             port: 8080,
         }],
+        service_account: Some("default".into()),
     }
 }
 
-fn select(pairs: &[(&str, &str)]) -> LabelSelector {
-    LabelSelector::from_match_labels(pairs.iter().copied())
+fn select(pairs: &[(&str, &str)]) -> Selector {
+    Selector::match_labels(pairs.iter().copied())
 }
 
 fn ingress_policy(ns: &str, name: &str, target: &[(&str, &str)], from: Vec<Peer>) -> Policy {
-    Policy {
+    KubernetesPolicy {
         key: ObjectKey::new(ns, name),
         pod_selector: select(target),
         ingress: Some(vec![PolicyRule {
@@ -48,6 +51,7 @@ fn ingress_policy(ns: &str, name: &str, target: &[(&str, &str)], from: Vec<Peer>
         }]),
         egress: None,
     }
+    .to_policy()
 }
 
 fn pods_in(ns: &str, pairs: &[(&str, &str)]) -> Peer {
@@ -176,8 +180,8 @@ fn ip_blocks_only_exist_in_their_family() {
     let state = compile(&index, "n1", Marks::default());
     assert_eq!(state.v4.ipsets.len(), 1);
     assert!(state.v6.ipsets.is_empty());
-    let policy_chain =
-        &state.v6.chains[&naming::policy_chain(&ObjectKey::new("a", "p"), Direction::Ingress)];
+    let id = PolicyId::kubernetes(&ObjectKey::new("a", "p"));
+    let policy_chain = &state.v6.chains[&naming::policy_chain(&id, Direction::Ingress)];
     assert!(
         policy_chain.rules.is_empty(),
         "an IPv4 block allows nothing over IPv6"
@@ -187,18 +191,21 @@ fn ip_blocks_only_exist_in_their_family() {
 #[test]
 fn named_ports_resolve_on_the_selected_pod_for_ingress() {
     let mut index = cluster();
-    index.upsert_policy(Policy {
-        key: ObjectKey::new("a", "p"),
-        pod_selector: select(&[("app", "api")]),
-        ingress: Some(vec![PolicyRule {
-            peers: None,
-            ports: vec![PortRule {
-                protocol: Protocol::Tcp,
-                port: PortMatch::Named("http".into()),
-            }],
-        }]),
-        egress: None,
-    });
+    index.upsert_policy(
+        KubernetesPolicy {
+            key: ObjectKey::new("a", "p"),
+            pod_selector: select(&[("app", "api")]),
+            ingress: Some(vec![PolicyRule {
+                peers: None,
+                ports: vec![PortRule {
+                    protocol: Protocol::Tcp,
+                    port: PortMatch::Named("http".into()),
+                }],
+            }]),
+            egress: None,
+        }
+        .to_policy(),
+    );
     let state = compile(&index, "n1", Marks::default());
     assert_eq!(
         members(&state, Family::V4),
@@ -277,11 +284,20 @@ fn only_what_a_change_touches_is_dirty() {
         ))
         .unwrap();
     compiler.apply(&index, &[change]);
-    let set = SetKey::Pods(Selection {
+    let selection = Selection {
         namespaces: NamespaceScope::Named("a".into()),
         pods: select(&[("role", "client")]),
-    })
-    .name(Family::V4);
+    };
+    let policy = index
+        .policy(&PolicyId::kubernetes(&ObjectKey::new("a", "db")))
+        .unwrap();
+    let selector = policy.ingress.as_ref().unwrap()[0]
+        .source
+        .selector
+        .clone()
+        .unwrap();
+    let _ = selection;
+    let set = SetKey::Selector(selector).name(Family::V4);
     assert_eq!(compiler.take_dirty(), BTreeSet::from([(Family::V4, set)]));
     assert!(compiler.take_dirty().is_empty());
 }

@@ -149,13 +149,8 @@ fn with_sets_renamed(rule: &Rule, renames: &[(&str, &str)]) -> Rule {
     };
     let mut renamed = rule.clone();
     for m in &mut renamed.matches {
-        match m {
-            Match::SourceInSet(set)
-            | Match::DestinationInSet(set)
-            | Match::DestinationPortInSet(set) => {
-                *set = rename(set);
-            }
-            _ => {}
+        if let Match::Set { name, .. } = m {
+            *name = rename(name);
         }
     }
     renamed

@@ -10,7 +10,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::compiler::desired::{
-    Action, Chain, CtState, DesiredState, FamilyState, IpSet, IpSetKind, Match, Rule, SetEntry,
+    Action, Chain, CtState, DesiredState, FamilyState, IpSet, IpSetKind, Match, Rule, SetDims,
+    SetEntry,
 };
 use crate::model::Family;
 use crate::render::{chain_rules, rule_spec};
@@ -89,7 +90,7 @@ fn small_state() -> DesiredState {
                     "default/a established",
                 ),
                 Rule::new(
-                    vec![Match::SourceInSet(PODS.to_string())],
+                    vec![Match::in_set(PODS.to_string(), SetDims::Src)],
                     Action::SetMark {
                         value: 0x10000,
                         mask: 0x10000,
@@ -97,7 +98,7 @@ fn small_state() -> DesiredState {
                     "default/allow ingress[0]",
                 ),
                 Rule::new(
-                    vec![Match::SourceInSet(BLOCK.to_string())],
+                    vec![Match::in_set(BLOCK.to_string(), SetDims::Src)],
                     Action::SetMark {
                         value: 0x10000,
                         mask: 0x10000,
@@ -335,8 +336,8 @@ fn a_changed_chain_is_the_only_chain_written() {
             3,
             Rule::new(
                 vec![
-                    Match::Protocol(crate::model::Protocol::Tcp),
-                    Match::DestinationPorts { start: 80, end: 80 },
+                    Match::protocol(crate::model::Protocol::Tcp),
+                    Match::destination_port(80, 80),
                 ],
                 Action::Accept,
                 "default/web ingress[0]",
@@ -443,7 +444,7 @@ fn a_set_of_the_wrong_type_in_use_is_replaced_through_a_temporary_set() {
     for rule in &to_a.rules {
         let mut bridged = rule.clone();
         for m in &mut bridged.matches {
-            if let Match::SourceInSet(name) = m {
+            if let Match::Set { name, .. } = m {
                 if name == BLOCK {
                     *name = temporary.clone();
                 }
@@ -553,7 +554,7 @@ fn cleanup_removes_hook_chains_and_sets_of_both_families_and_nothing_foreign() {
         "PAL-FORWARD".to_string(),
         Chain {
             rules: vec![Rule::new(
-                vec![Match::SourceInSet("pal6-p-pods".into())],
+                vec![Match::in_set("pal6-p-pods", SetDims::Src)],
                 Action::Accept,
                 "x",
             )],

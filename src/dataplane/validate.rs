@@ -82,7 +82,9 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::compiler::desired::{Action, Chain, IpSet, IpSetKind, Match, Rule, SetEntry};
+    use crate::compiler::desired::{
+        Action, Chain, IpSet, IpSetKind, Match, Rule, SetDims, SetEntry,
+    };
 
     fn state_with(set_name: &str, set_family: Family, rule: Rule) -> FamilyState {
         let mut state = FamilyState::default();
@@ -111,7 +113,7 @@ mod tests {
     #[test]
     fn a_consistent_state_passes() {
         let rule = Rule::new(
-            vec![Match::SourceInSet("pal4-p-1".into())],
+            vec![Match::in_set("pal4-p-1", SetDims::Src)],
             Action::Accept,
             "ns/p ingress[0]",
         );
@@ -122,7 +124,7 @@ mod tests {
     fn dangling_references_wrong_families_and_unsafe_text_are_refused() {
         let accept = Rule::new(vec![], Action::Accept, "x");
         let dangling_set = Rule::new(
-            vec![Match::SourceInSet("pal4-p-2".into())],
+            vec![Match::in_set("pal4-p-2", SetDims::Src)],
             Action::Accept,
             "x",
         );

@@ -2,15 +2,24 @@
 //!
 //! Sources feed it (`upsert_*`, `remove_*`, `replace_*`). Every update that changes something
 //! returns a [`Change`] holding the object before and after, so the compiler can update only what
-//! the change touches.
+//! the change touches. Label indexes answer "which pods could this selector match" and "which
+//! policies could select this pod" without testing every pod or every policy.
 
-use std::borrow::Cow;
+mod candidates;
+mod views;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::model::{self, Namespace, ObjectKey, Pod, Policy};
-use crate::selector::Labels;
+use crate::model::kubernetes::KubernetesPolicy;
+use crate::model::{
+    Namespace, NetworkSet, NetworkSetKey, ObjectKey, Pod, Policy, PolicyId, PolicyKind,
+    ServiceAccount, ServiceSlice, Tier,
+};
+use crate::selector::{Labels, SelectorIndex};
+
+pub use views::{NetworkSetView, PodView};
 
 pub type PodId = u32;
 
@@ -24,6 +33,22 @@ pub enum Change {
     Namespace {
         before: Option<Arc<Namespace>>,
         after: Option<Arc<Namespace>>,
+    },
+    ServiceAccount {
+        before: Option<Arc<ServiceAccount>>,
+        after: Option<Arc<ServiceAccount>>,
+    },
+    NetworkSet {
+        before: Option<Arc<NetworkSet>>,
+        after: Option<Arc<NetworkSet>>,
+    },
+    ServiceSlice {
+        before: Option<Arc<ServiceSlice>>,
+        after: Option<Arc<ServiceSlice>>,
+    },
+    Tier {
+        before: Option<Arc<Tier>>,
+        after: Option<Arc<Tier>>,
     },
     Policy {
         before: Option<Arc<Policy>>,
@@ -40,8 +65,36 @@ pub struct ClusterIndex {
     pods_by_node: HashMap<String, HashSet<PodId>>,
     pods_by_ip: HashMap<IpAddr, Vec<PodId>>,
     pods_by_port_name: HashMap<String, HashSet<PodId>>,
+    /// Label key, then value: the pods that carry it.
+    pods_by_label: HashMap<String, HashMap<String, HashSet<PodId>>>,
     namespaces: BTreeMap<String, Arc<Namespace>>,
-    policies: BTreeMap<ObjectKey, Arc<Policy>>,
+    service_accounts: HashMap<ObjectKey, Arc<ServiceAccount>>,
+    network_sets: BTreeMap<NetworkSetKey, Arc<NetworkSet>>,
+    tiers: BTreeMap<String, Arc<Tier>>,
+    slices: HashMap<ObjectKey, Arc<ServiceSlice>>,
+    /// Service (namespace/name) to the names of its slices.
+    slices_by_service: HashMap<ObjectKey, Vec<String>>,
+    policies: BTreeMap<PolicyId, Arc<Policy>>,
+    policy_selectors: SelectorIndex<PolicyId>,
+}
+
+fn add_to<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashSet<PodId>>, key: K, id: PodId) {
+    map.entry(key).or_default().insert(id);
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashSet<PodId>>, key: &K, id: PodId) {
+    if let Some(ids) = map.get_mut(key) {
+        ids.remove(&id);
+        if ids.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+/// The keys of `current` that `kept` lacks: what a re-list removes.
+fn stale<K: Ord>(current: impl Iterator<Item = K>, kept: impl Iterator<Item = K>) -> Vec<K> {
+    let kept: std::collections::BTreeSet<K> = kept.collect();
+    current.filter(|k| !kept.contains(k)).collect()
 }
 
 impl ClusterIndex {
@@ -122,41 +175,108 @@ impl ClusterIndex {
         self.namespaces.values()
     }
 
-    /// The labels namespace selectors see: those of the Namespace object, or for a namespace
-    /// not (yet) known, only its name label.
-    pub fn namespace_labels(&self, name: &str) -> Cow<'_, Labels> {
-        match self.namespaces.get(name) {
-            Some(ns) => Cow::Borrowed(&ns.labels),
-            None => Cow::Owned(model::namespace_name_labels(name)),
+    pub fn service_account(&self, key: &ObjectKey) -> Option<&Arc<ServiceAccount>> {
+        self.service_accounts.get(key)
+    }
+
+    pub fn service_accounts(&self) -> impl Iterator<Item = &Arc<ServiceAccount>> {
+        self.service_accounts.values()
+    }
+
+    pub fn network_set(&self, key: &NetworkSetKey) -> Option<&Arc<NetworkSet>> {
+        self.network_sets.get(key)
+    }
+
+    pub fn network_sets(&self) -> impl Iterator<Item = &Arc<NetworkSet>> {
+        self.network_sets.values()
+    }
+
+    /// The namespaced network sets of one namespace.
+    pub fn network_sets_in<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<NetworkSet>> + 'a {
+        self.network_sets
+            .values()
+            .filter(move |set| set.key.namespace.as_deref() == Some(namespace))
+    }
+
+    /// The tier of this name: declared by a Tier resource, built in, or only named by policies.
+    pub fn tier(&self, name: &str) -> Tier {
+        if let Some(tier) = self.tiers.get(name) {
+            return Tier::clone(tier);
         }
+        Tier::built_in()
+            .into_iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| Tier::undeclared(name))
     }
 
-    pub fn namespace_default_deny(&self, name: &str) -> bool {
-        self.namespaces
-            .get(name)
-            .is_some_and(|ns| ns.legacy_default_deny)
+    pub fn slices_of_service<'a>(
+        &'a self,
+        service: &ObjectKey,
+    ) -> impl Iterator<Item = &'a Arc<ServiceSlice>> + 'a {
+        let namespace = service.namespace.clone();
+        self.slices_by_service
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(move |name| self.slices.get(&ObjectKey::new(namespace.clone(), name)))
     }
 
-    pub fn policy(&self, key: &ObjectKey) -> Option<&Arc<Policy>> {
-        self.policies.get(key)
+    pub fn policy(&self, id: &PolicyId) -> Option<&Arc<Policy>> {
+        self.policies.get(id)
     }
 
     pub fn policies(&self) -> impl Iterator<Item = &Arc<Policy>> {
         self.policies.values()
     }
 
-    /// The policies of one namespace, in name order.
-    pub fn policies_in_namespace<'a>(
-        &'a self,
-        namespace: &str,
-    ) -> impl Iterator<Item = &'a Arc<Policy>> + 'a {
-        let start = ObjectKey::new(namespace, "");
-        let namespace = namespace.to_string();
-        self.policies
-            .range(start..)
-            .take_while(move |(key, _)| key.namespace == namespace)
-            .map(|(_, policy)| policy)
+    /// The labels namespace selectors see for a namespace: its object's, or for a namespace not
+    /// (yet) known, only its name label.
+    pub fn namespace_labels(&self, name: &str) -> std::borrow::Cow<'_, Labels> {
+        match self.namespaces.get(name) {
+            Some(ns) => std::borrow::Cow::Borrowed(&ns.labels),
+            None => std::borrow::Cow::Owned(crate::model::namespace_name_labels(name)),
+        }
     }
+
+    pub fn pod_view<'a>(&'a self, pod: &'a Pod) -> PodView<'a> {
+        let account = pod.service_account.as_ref().and_then(|sa| {
+            self.service_accounts
+                .get(&ObjectKey::new(pod.key.namespace.clone(), sa.clone()))
+                .map(Arc::as_ref)
+        });
+        PodView::new(
+            pod,
+            self.namespaces.get(&pod.key.namespace).map(Arc::as_ref),
+            account,
+        )
+    }
+
+    pub fn network_set_view<'a>(&'a self, set: &'a NetworkSet) -> NetworkSetView<'a> {
+        let namespace = set
+            .key
+            .namespace
+            .as_ref()
+            .and_then(|ns| self.namespaces.get(ns))
+            .map(Arc::as_ref);
+        NetworkSetView::new(set, namespace)
+    }
+
+    /// The policies whose selector matches the pod, in no particular order.
+    pub fn policies_selecting(&self, pod: &Pod) -> Vec<Arc<Policy>> {
+        let view = self.pod_view(pod);
+        let mut ids = Vec::new();
+        self.policy_selectors.candidates(&view, &mut ids);
+        ids.iter()
+            .filter_map(|id| self.policies.get(id))
+            .filter(|policy| policy.selector.matches(&view))
+            .cloned()
+            .collect()
+    }
+
+    // ---- updates ---------------------------------------------------------------------------
 
     pub fn upsert_pod(&mut self, pod: Pod) -> Option<Change> {
         let pod = Arc::new(pod);
@@ -203,40 +323,33 @@ impl ClusterIndex {
     }
 
     fn link_pod(&mut self, id: PodId, pod: &Pod) {
-        self.pods_by_namespace
-            .entry(pod.key.namespace.clone())
-            .or_default()
-            .insert(id);
+        add_to(&mut self.pods_by_namespace, pod.key.namespace.clone(), id);
         if let Some(node) = &pod.node {
-            self.pods_by_node
-                .entry(node.clone())
-                .or_default()
-                .insert(id);
+            add_to(&mut self.pods_by_node, node.clone(), id);
         }
         for ip in &pod.ips {
             self.pods_by_ip.entry(*ip).or_default().push(id);
         }
         for port in &pod.named_ports {
-            self.pods_by_port_name
-                .entry(port.name.clone())
-                .or_default()
-                .insert(id);
+            add_to(&mut self.pods_by_port_name, port.name.clone(), id);
+        }
+        for (key, value) in &pod.labels {
+            let by_value = match self.pods_by_label.get_mut(key) {
+                Some(by_value) => by_value,
+                None => self.pods_by_label.entry(key.clone()).or_default(),
+            };
+            match by_value.get_mut(value) {
+                Some(ids) => {
+                    ids.insert(id);
+                }
+                None => {
+                    by_value.insert(value.clone(), HashSet::from([id]));
+                }
+            }
         }
     }
 
     fn unlink_pod(&mut self, id: PodId, pod: &Pod) {
-        fn remove_from<K: std::hash::Hash + Eq>(
-            map: &mut HashMap<K, HashSet<PodId>>,
-            key: &K,
-            id: PodId,
-        ) {
-            if let Some(ids) = map.get_mut(key) {
-                ids.remove(&id);
-                if ids.is_empty() {
-                    map.remove(key);
-                }
-            }
-        }
         remove_from(&mut self.pods_by_namespace, &pod.key.namespace, id);
         if let Some(node) = &pod.node {
             remove_from(&mut self.pods_by_node, node, id);
@@ -252,25 +365,152 @@ impl ClusterIndex {
                 }
             }
         }
+        for (key, value) in &pod.labels {
+            if let Some(by_value) = self.pods_by_label.get_mut(key) {
+                remove_from(by_value, value, id);
+                if by_value.is_empty() {
+                    self.pods_by_label.remove(key);
+                }
+            }
+        }
     }
 
-    pub fn upsert_namespace(&mut self, namespace: Namespace) -> Option<Change> {
+    /// The policy a namespace's legacy annotation stands for, while it is set.
+    fn legacy_policy_change(&mut self, name: &str, isolated: bool) -> Option<Change> {
+        let legacy = KubernetesPolicy::legacy_default_deny(name).to_policy();
+        if isolated {
+            self.upsert_policy(legacy)
+        } else {
+            self.remove_policy(&legacy.id)
+        }
+    }
+
+    pub fn upsert_namespace(&mut self, namespace: Namespace) -> Vec<Change> {
         let namespace = Arc::new(namespace);
         let before = self
             .namespaces
             .insert(namespace.name.clone(), Arc::clone(&namespace));
         if before.as_deref() == Some(&*namespace) {
-            return None;
+            return Vec::new();
         }
-        Some(Change::Namespace {
+        let was = before.as_ref().is_some_and(|ns| ns.legacy_default_deny);
+        let mut changes = vec![Change::Namespace {
             before,
-            after: Some(namespace),
+            after: Some(Arc::clone(&namespace)),
+        }];
+        if was != namespace.legacy_default_deny {
+            changes
+                .extend(self.legacy_policy_change(&namespace.name, namespace.legacy_default_deny));
+        }
+        changes
+    }
+
+    pub fn remove_namespace(&mut self, name: &str) -> Vec<Change> {
+        let Some(before) = self.namespaces.remove(name) else {
+            return Vec::new();
+        };
+        let was = before.legacy_default_deny;
+        let mut changes = vec![Change::Namespace {
+            before: Some(before),
+            after: None,
+        }];
+        if was {
+            changes.extend(self.legacy_policy_change(name, false));
+        }
+        changes
+    }
+
+    pub fn upsert_service_account(&mut self, account: ServiceAccount) -> Option<Change> {
+        let account = Arc::new(account);
+        let before = self
+            .service_accounts
+            .insert(account.key.clone(), Arc::clone(&account));
+        (before.as_deref() != Some(&*account)).then_some(Change::ServiceAccount {
+            before,
+            after: Some(account),
         })
     }
 
-    pub fn remove_namespace(&mut self, name: &str) -> Option<Change> {
-        let before = self.namespaces.remove(name)?;
-        Some(Change::Namespace {
+    pub fn remove_service_account(&mut self, key: &ObjectKey) -> Option<Change> {
+        let before = self.service_accounts.remove(key)?;
+        Some(Change::ServiceAccount {
+            before: Some(before),
+            after: None,
+        })
+    }
+
+    pub fn upsert_network_set(&mut self, set: NetworkSet) -> Option<Change> {
+        let set = Arc::new(set);
+        let before = self.network_sets.insert(set.key.clone(), Arc::clone(&set));
+        (before.as_deref() != Some(&*set)).then_some(Change::NetworkSet {
+            before,
+            after: Some(set),
+        })
+    }
+
+    pub fn remove_network_set(&mut self, key: &NetworkSetKey) -> Option<Change> {
+        let before = self.network_sets.remove(key)?;
+        Some(Change::NetworkSet {
+            before: Some(before),
+            after: None,
+        })
+    }
+
+    pub fn upsert_tier(&mut self, tier: Tier) -> Option<Change> {
+        let before = Arc::new(self.tier(&tier.name));
+        let tier = Arc::new(tier);
+        self.tiers.insert(tier.name.clone(), Arc::clone(&tier));
+        (*before != *tier).then_some(Change::Tier {
+            before: Some(before),
+            after: Some(tier),
+        })
+    }
+
+    /// Removes a Tier resource: the tier goes back to its built-in form, or to an undeclared
+    /// tier if its policies remain.
+    pub fn remove_tier(&mut self, name: &str) -> Option<Change> {
+        let before = self.tiers.remove(name)?;
+        let after = Arc::new(self.tier(name));
+        (*before != *after).then_some(Change::Tier {
+            before: Some(before),
+            after: Some(after),
+        })
+    }
+
+    pub fn upsert_service_slice(&mut self, slice: ServiceSlice) -> Option<Change> {
+        let slice = Arc::new(slice);
+        let before = self.slices.insert(slice.key.clone(), Arc::clone(&slice));
+        if before.as_deref() == Some(&*slice) {
+            return None;
+        }
+        if let Some(old) = &before {
+            self.unlink_slice(old);
+        }
+        let service = ObjectKey::new(slice.key.namespace.clone(), slice.service.clone());
+        let names = self.slices_by_service.entry(service).or_default();
+        if !names.contains(&slice.key.name) {
+            names.push(slice.key.name.clone());
+        }
+        Some(Change::ServiceSlice {
+            before,
+            after: Some(slice),
+        })
+    }
+
+    fn unlink_slice(&mut self, slice: &ServiceSlice) {
+        let service = ObjectKey::new(slice.key.namespace.clone(), slice.service.clone());
+        if let Some(names) = self.slices_by_service.get_mut(&service) {
+            names.retain(|n| *n != slice.key.name);
+            if names.is_empty() {
+                self.slices_by_service.remove(&service);
+            }
+        }
+    }
+
+    pub fn remove_service_slice(&mut self, key: &ObjectKey) -> Option<Change> {
+        let before = self.slices.remove(key)?;
+        self.unlink_slice(&before);
+        Some(Change::ServiceSlice {
             before: Some(before),
             after: None,
         })
@@ -278,20 +518,24 @@ impl ClusterIndex {
 
     pub fn upsert_policy(&mut self, policy: Policy) -> Option<Change> {
         let policy = Arc::new(policy);
-        let before = self
-            .policies
-            .insert(policy.key.clone(), Arc::clone(&policy));
+        let before = self.policies.insert(policy.id.clone(), Arc::clone(&policy));
         if before.as_deref() == Some(&*policy) {
             return None;
         }
+        if let Some(old) = &before {
+            self.policy_selectors.remove(&old.id, &old.selector);
+        }
+        self.policy_selectors
+            .insert(policy.id.clone(), &policy.selector);
         Some(Change::Policy {
             before,
             after: Some(policy),
         })
     }
 
-    pub fn remove_policy(&mut self, key: &ObjectKey) -> Option<Change> {
-        let before = self.policies.remove(key)?;
+    pub fn remove_policy(&mut self, id: &PolicyId) -> Option<Change> {
+        let before = self.policies.remove(id)?;
+        self.policy_selectors.remove(&before.id, &before.selector);
         Some(Change::Policy {
             before: Some(before),
             after: None,
@@ -300,46 +544,104 @@ impl ClusterIndex {
 
     /// Makes the pods exactly `pods` (after a re-list), returning what changed.
     pub fn replace_pods(&mut self, pods: Vec<Pod>) -> Vec<Change> {
-        let keep: HashSet<ObjectKey> = pods.iter().map(|p| p.key.clone()).collect();
-        let stale: Vec<ObjectKey> = self
-            .pod_ids
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
+        let stale = stale(
+            self.pod_ids.keys().cloned(),
+            pods.iter().map(|p| p.key.clone()),
+        );
         let mut changes: Vec<Change> = stale.iter().filter_map(|k| self.remove_pod(k)).collect();
         changes.extend(pods.into_iter().filter_map(|p| self.upsert_pod(p)));
         changes
     }
 
     pub fn replace_namespaces(&mut self, namespaces: Vec<Namespace>) -> Vec<Change> {
-        let keep: HashSet<String> = namespaces.iter().map(|n| n.name.clone()).collect();
-        let stale: Vec<String> = self
-            .namespaces
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
+        let stale = stale(
+            self.namespaces.keys().cloned(),
+            namespaces.iter().map(|n| n.name.clone()),
+        );
         let mut changes: Vec<Change> = stale
             .iter()
-            .filter_map(|k| self.remove_namespace(k))
+            .flat_map(|k| self.remove_namespace(k))
             .collect();
         changes.extend(
             namespaces
                 .into_iter()
-                .filter_map(|n| self.upsert_namespace(n)),
+                .flat_map(|n| self.upsert_namespace(n)),
         );
         changes
     }
 
-    pub fn replace_policies(&mut self, policies: Vec<Policy>) -> Vec<Change> {
-        let keep: HashSet<ObjectKey> = policies.iter().map(|p| p.key.clone()).collect();
-        let stale: Vec<ObjectKey> = self
-            .policies
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
+    pub fn replace_service_accounts(&mut self, accounts: Vec<ServiceAccount>) -> Vec<Change> {
+        let stale = stale(
+            self.service_accounts.keys().cloned(),
+            accounts.iter().map(|a| a.key.clone()),
+        );
+        let mut changes: Vec<Change> = stale
+            .iter()
+            .filter_map(|k| self.remove_service_account(k))
             .collect();
+        changes.extend(
+            accounts
+                .into_iter()
+                .filter_map(|a| self.upsert_service_account(a)),
+        );
+        changes
+    }
+
+    /// Makes the network sets of one scope (namespaced, or global) exactly `sets`.
+    pub fn replace_network_sets(&mut self, namespaced: bool, sets: Vec<NetworkSet>) -> Vec<Change> {
+        let stale = stale(
+            self.network_sets
+                .keys()
+                .filter(|k| k.namespace.is_some() == namespaced)
+                .cloned(),
+            sets.iter().map(|s| s.key.clone()),
+        );
+        let mut changes: Vec<Change> = stale
+            .iter()
+            .filter_map(|k| self.remove_network_set(k))
+            .collect();
+        changes.extend(sets.into_iter().filter_map(|s| self.upsert_network_set(s)));
+        changes
+    }
+
+    pub fn replace_tiers(&mut self, tiers: Vec<Tier>) -> Vec<Change> {
+        let stale = stale(
+            self.tiers.keys().cloned(),
+            tiers.iter().map(|t| t.name.clone()),
+        );
+        let mut changes: Vec<Change> = stale.iter().filter_map(|k| self.remove_tier(k)).collect();
+        changes.extend(tiers.into_iter().filter_map(|t| self.upsert_tier(t)));
+        changes
+    }
+
+    pub fn replace_service_slices(&mut self, slices: Vec<ServiceSlice>) -> Vec<Change> {
+        let stale = stale(
+            self.slices.keys().cloned(),
+            slices.iter().map(|s| s.key.clone()),
+        );
+        let mut changes: Vec<Change> = stale
+            .iter()
+            .filter_map(|k| self.remove_service_slice(k))
+            .collect();
+        changes.extend(
+            slices
+                .into_iter()
+                .filter_map(|s| self.upsert_service_slice(s)),
+        );
+        changes
+    }
+
+    /// Makes the policies of these kinds exactly `policies`. The policies the legacy annotation
+    /// stands for belong to their namespaces, not to a source: they stay.
+    pub fn replace_policies(&mut self, kinds: &[PolicyKind], policies: Vec<Policy>) -> Vec<Change> {
+        let stale = stale(
+            self.policies
+                .keys()
+                .filter(|id| kinds.contains(&id.kind))
+                .filter(|id| id.name != crate::model::kubernetes::LEGACY_DEFAULT_DENY_NAME)
+                .cloned(),
+            policies.iter().map(|p| p.id.clone()),
+        );
         let mut changes: Vec<Change> = stale.iter().filter_map(|k| self.remove_policy(k)).collect();
         changes.extend(policies.into_iter().filter_map(|p| self.upsert_policy(p)));
         changes
@@ -347,68 +649,4 @@ impl ClusterIndex {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::selector::LabelSelector;
-
-    fn pod(ns: &str, name: &str, node: &str, ip: &str) -> Pod {
-        Pod {
-            key: ObjectKey::new(ns, name),
-            node: Some(node.into()),
-            ips: vec![ip.parse().unwrap()],
-            labels: Labels::new(),
-            named_ports: vec![],
-        }
-    }
-
-    #[test]
-    fn pod_updates_report_before_and_after_and_keep_lookups_current() {
-        let mut index = ClusterIndex::new();
-        assert!(index.upsert_pod(pod("a", "p", "n1", "10.0.0.1")).is_some());
-        assert!(
-            index.upsert_pod(pod("a", "p", "n1", "10.0.0.1")).is_none(),
-            "no-op update"
-        );
-        let Some(Change::Pod { before, after }) = index.upsert_pod(pod("a", "p", "n2", "10.0.0.2"))
-        else {
-            panic!("expected a pod change")
-        };
-        assert_eq!(before.unwrap().node.as_deref(), Some("n1"));
-        assert_eq!(after.unwrap().node.as_deref(), Some("n2"));
-        assert_eq!(index.pods_on_node("n1").count(), 0);
-        assert_eq!(index.pods_on_node("n2").count(), 1);
-        assert_eq!(index.pods_with_ip(&"10.0.0.1".parse().unwrap()).count(), 0);
-        assert_eq!(index.pods_with_ip(&"10.0.0.2".parse().unwrap()).count(), 1);
-        assert!(index.remove_pod(&ObjectKey::new("a", "p")).is_some());
-        assert_eq!(index.pod_count(), 0);
-        assert_eq!(index.pods_in_namespace("a").count(), 0);
-    }
-
-    #[test]
-    fn policies_are_listed_per_namespace_in_name_order() {
-        let mut index = ClusterIndex::new();
-        for (ns, name) in [("b", "y"), ("a", "z"), ("b", "x"), ("c", "w")] {
-            index.upsert_policy(Policy {
-                key: ObjectKey::new(ns, name),
-                pod_selector: LabelSelector::everything(),
-                ingress: Some(vec![]),
-                egress: None,
-            });
-        }
-        let names: Vec<_> = index
-            .policies_in_namespace("b")
-            .map(|p| p.key.name.clone())
-            .collect();
-        assert_eq!(names, ["x", "y"]);
-    }
-
-    #[test]
-    fn replace_removes_what_is_gone() {
-        let mut index = ClusterIndex::new();
-        index.upsert_pod(pod("a", "p", "n1", "10.0.0.1"));
-        index.upsert_pod(pod("a", "q", "n1", "10.0.0.2"));
-        let changes = index.replace_pods(vec![pod("a", "q", "n1", "10.0.0.2")]);
-        assert_eq!(changes.len(), 1);
-        assert!(index.pod(&ObjectKey::new("a", "p")).is_none());
-    }
-}
+mod tests;

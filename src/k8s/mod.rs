@@ -19,7 +19,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::agent::{AgentMessage, InvalidPolicy, SourceEvent};
 use crate::metrics::Metrics;
-use crate::model::{convert, ObjectKey};
+use crate::model::{convert, ObjectKey, PolicyId, PolicyKind};
 
 /// The reason on Events about policies Palisade cannot enforce as written.
 pub const POLICY_INVALID_REASON: &str = "PolicyInvalid";
@@ -105,7 +105,7 @@ impl Backoff {
 }
 
 fn send(sender: &Sender<AgentMessage>, event: SourceEvent) -> bool {
-    sender.send(AgentMessage::Source(event)).is_ok()
+    sender.send(AgentMessage::Source(Box::new(event))).is_ok()
 }
 
 fn key_of<K: Resource>(object: &K) -> ObjectKey {
@@ -260,11 +260,11 @@ fn convert_policy(policy: &NetworkPolicy) -> Converted {
         tracing::warn!("{warning}");
     }
     match converted {
-        Ok(valid) => Converted::Valid(valid),
+        Ok(valid) => Converted::Valid(valid.to_policy()),
         Err(error) => Converted::Invalid(InvalidPolicy {
-            key: key_of(policy),
+            id: PolicyId::kubernetes(&key_of(policy)),
             error: error.to_string(),
-            fail_closed: convert::policy_fail_closed(policy),
+            fail_closed: Some(convert::policy_fail_closed(policy).to_policy()),
         }),
     }
 }
@@ -317,6 +317,7 @@ impl Translate<NetworkPolicy> for Policies {
 
     fn listed(&mut self) -> SourceEvent {
         SourceEvent::PoliciesListed {
+            kind: PolicyKind::Kubernetes,
             valid: std::mem::take(&mut self.valid),
             invalid: std::mem::take(&mut self.invalid),
         }
@@ -330,6 +331,6 @@ impl Translate<NetworkPolicy> for Policies {
     }
 
     fn deleted(&mut self, policy: &NetworkPolicy) -> SourceEvent {
-        SourceEvent::PolicyRemoved(key_of(policy))
+        SourceEvent::PolicyRemoved(PolicyId::kubernetes(&key_of(policy)))
     }
 }

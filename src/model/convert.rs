@@ -11,11 +11,11 @@ use k8s_openapi::api::networking::v1 as networking;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{
-    IpBlock, NamedPort, Namespace, NamespaceScope, ObjectKey, Peer, Pod, Policy, PolicyRule,
-    PortMatch, PortRule, Protocol, Selection,
+use super::kubernetes::{
+    IpBlock, KubernetesPolicy, NamespaceScope, Peer, PolicyRule, PortMatch, PortRule, Selection,
 };
-use crate::selector::{LabelSelector, Labels};
+use super::{NamedPort, Namespace, ObjectKey, Pod, Protocol, ServiceAccount, ServiceSlice};
+use crate::selector::{Labels, Selector};
 
 /// The legacy namespace annotation that isolates every pod of the namespace for ingress.
 pub const LEGACY_ISOLATION_ANNOTATION: &str = "net.beta.kubernetes.io/network-policy";
@@ -45,13 +45,21 @@ impl fmt::Display for Warning {
 }
 
 /// Collects warnings and builds errors for one object.
-struct Context<'a> {
+pub(crate) struct Context<'a> {
     object: String,
     warnings: &'a mut Vec<Warning>,
 }
 
-impl Context<'_> {
-    fn error(&self, field: impl Into<String>, message: impl Into<String>) -> ConvertError {
+impl<'a> Context<'a> {
+    pub(crate) fn new(object: String, warnings: &'a mut Vec<Warning>) -> Self {
+        Self { object, warnings }
+    }
+
+    pub(crate) fn error(
+        &self,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConvertError {
         ConvertError {
             object: self.object.clone(),
             field: field.into(),
@@ -59,7 +67,7 @@ impl Context<'_> {
         }
     }
 
-    fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(Warning {
             object: self.object.clone(),
             field: field.into(),
@@ -171,11 +179,21 @@ pub fn pod(pod: &core::Pod, warnings: &mut Vec<Warning>) -> Result<Option<Pod>, 
             });
         }
     }
+    // The API server's ServiceAccount admission names `default` when a pod names none.
+    let service_account = spec
+        .and_then(|s| {
+            s.service_account_name
+                .clone()
+                .or_else(|| s.service_account.clone())
+        })
+        .filter(|sa| !sa.is_empty())
+        .unwrap_or_else(|| "default".to_string());
     Ok(Some(Pod {
         node: spec.and_then(|s| s.node_name.clone()),
         ips,
         labels: labels(&pod.metadata),
         named_ports,
+        service_account: Some(service_account),
         key,
     }))
 }
@@ -240,7 +258,7 @@ fn is_legacy_default_deny(value: &str) -> bool {
 pub fn policy(
     policy: &networking::NetworkPolicy,
     warnings: &mut Vec<Warning>,
-) -> Result<Policy, ConvertError> {
+) -> Result<KubernetesPolicy, ConvertError> {
     let key = object_key(&policy.metadata);
     let mut ctx = Context {
         object: format!("NetworkPolicy {key}"),
@@ -289,7 +307,7 @@ pub fn policy(
     let egress = isolates_egress
         .then(|| direction_rules(&mut ctx, &key.namespace, "egress", "to", &egress_specs))
         .transpose()?;
-    Ok(Policy {
+    Ok(KubernetesPolicy {
         key,
         pod_selector,
         ingress,
@@ -299,8 +317,8 @@ pub fn policy(
 
 /// The stand-in for a policy that cannot be converted: it isolates the pods it selects, in the
 /// directions it declares, and allows nothing, so a policy Palisade cannot read never opens
-/// traffic. `None` when even its pod selector is unreadable.
-pub fn policy_fail_closed(policy: &networking::NetworkPolicy) -> Option<Policy> {
+/// traffic. When even its pod selector is unreadable it isolates every pod of its namespace.
+pub fn policy_fail_closed(policy: &networking::NetworkPolicy) -> KubernetesPolicy {
     let mut warnings = Vec::new();
     let mut ctx = Context {
         object: String::new(),
@@ -312,7 +330,7 @@ pub fn policy_fail_closed(policy: &networking::NetworkPolicy) -> Option<Policy> 
         "spec.podSelector",
         spec.and_then(|s| s.pod_selector.as_ref()),
     )
-    .ok()?;
+    .unwrap_or_else(|_| Selector::all());
     let has_egress_rules = spec
         .and_then(|s| s.egress.as_ref())
         .is_some_and(|e| !e.is_empty());
@@ -325,12 +343,12 @@ pub fn policy_fail_closed(policy: &networking::NetworkPolicy) -> Option<Policy> 
     } else {
         (declared("Ingress"), declared("Egress"))
     };
-    Some(Policy {
+    KubernetesPolicy {
         key: object_key(&policy.metadata),
         pod_selector,
         ingress: ingress.then(Vec::new),
         egress: egress.then(Vec::new),
-    })
+    }
 }
 
 type RuleSpec<'a> = (
@@ -585,41 +603,116 @@ fn selector(
     ctx: &mut Context<'_>,
     field: &str,
     selector: Option<&meta::LabelSelector>,
-) -> Result<LabelSelector, ConvertError> {
+) -> Result<Selector, ConvertError> {
     let Some(selector) = selector else {
-        return Ok(LabelSelector::everything());
+        return Ok(Selector::all());
     };
-    let mut out = LabelSelector::from_match_labels(
+    let expressions: Vec<_> = selector.match_expressions.iter().flatten().collect();
+    Selector::kubernetes(
         selector
             .match_labels
             .iter()
             .flatten()
             .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    for (i, expression) in selector.match_expressions.iter().flatten().enumerate() {
-        out.require_expression(
-            &expression.key,
-            &expression.operator,
-            expression.values.as_deref().unwrap_or_default(),
-        )
-        .map_err(|e| ctx.error(format!("{field}.matchExpressions[{i}]"), e.to_string()))?;
+        expressions.iter().map(|e| {
+            (
+                e.key.as_str(),
+                e.operator.as_str(),
+                e.values.as_deref().unwrap_or_default(),
+            )
+        }),
+    )
+    .map_err(|(i, e)| ctx.error(format!("{field}.matchExpressions[{i}]"), e.to_string()))
+}
+
+/// Converts a ServiceAccount: its labels are what `pcsa.` selectors read.
+pub fn service_account(account: &core::ServiceAccount) -> ServiceAccount {
+    ServiceAccount {
+        key: object_key(&account.metadata),
+        labels: labels(&account.metadata),
     }
-    Ok(out)
+}
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Converts a `discovery.k8s.io/v1` EndpointSlice. `Ok(None)` for a slice that belongs to no
+/// Service. Addresses that are not IPs (FQDN slices) are skipped, as in Calico.
+pub fn endpoint_slice(
+    slice: &k8s_openapi::api::discovery::v1::EndpointSlice,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<ServiceSlice>, ConvertError> {
+    let key = object_key(&slice.metadata);
+    let ctx = Context {
+        object: format!("EndpointSlice {key}"),
+        warnings,
+    };
+    let Some(service) = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    let mut addresses = Vec::new();
+    for endpoint in &slice.endpoints {
+        for address in &endpoint.addresses {
+            if let Some(ip) = parse_ip(address) {
+                if !addresses.contains(&ip) {
+                    addresses.push(ip);
+                }
+            }
+        }
+    }
+    addresses.sort();
+    let mut ports = Vec::new();
+    for (i, port) in slice.ports.iter().flatten().enumerate() {
+        let Some(number) = port.port else {
+            continue;
+        };
+        let protocol = match port.protocol.as_deref() {
+            None => Protocol::Tcp,
+            Some(text) => parse_protocol(text).ok_or_else(|| {
+                ctx.error(
+                    format!("ports[{i}].protocol"),
+                    format!("unknown protocol {text:?}"),
+                )
+            })?,
+        };
+        let number = port_number(number).ok_or_else(|| {
+            ctx.error(
+                format!("ports[{i}].port"),
+                format!("{number} is not a port (1-65535)"),
+            )
+        })?;
+        if !ports.contains(&(protocol, number)) {
+            ports.push((protocol, number));
+        }
+    }
+    ports.sort();
+    Ok(Some(ServiceSlice {
+        key,
+        service,
+        addresses,
+        ports,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Direction, PortMatch};
+    use crate::model::Direction;
 
-    fn parse_policy(yaml: &str) -> Result<Policy, ConvertError> {
+    fn parse_policy(yaml: &str) -> Result<KubernetesPolicy, ConvertError> {
         let object: networking::NetworkPolicy = serde_yaml::from_str(yaml).expect("valid YAML");
         policy(&object, &mut Vec::new())
     }
 
     const HEADER: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: ns}\n";
 
-    fn spec(body: &str) -> Policy {
+    fn spec(body: &str) -> KubernetesPolicy {
         parse_policy(&format!("{HEADER}spec:\n{body}")).expect("valid policy")
     }
 
@@ -668,17 +761,15 @@ mod tests {
         assert_eq!(
             peers[0],
             Peer::Pods(Selection {
-                namespaces: NamespaceScope::Selector(LabelSelector::from_match_labels([(
-                    "team", "a"
-                )])),
-                pods: LabelSelector::from_match_labels([("app", "x")]),
+                namespaces: NamespaceScope::Selector(Selector::match_labels([("team", "a")])),
+                pods: Selector::match_labels([("app", "x")]),
             })
         );
         assert_eq!(
             peers[1],
             Peer::Pods(Selection {
                 namespaces: NamespaceScope::Named("ns".into()),
-                pods: LabelSelector::from_match_labels([("app", "y")]),
+                pods: Selector::match_labels([("app", "y")]),
             })
         );
         assert_eq!(peers[2], Peer::Pods(Selection::all_pods()));
@@ -832,12 +923,12 @@ mod tests {
         ))
         .unwrap();
         assert!(policy(&object, &mut Vec::new()).is_err());
-        let fallback = policy_fail_closed(&object).unwrap();
+        let fallback = policy_fail_closed(&object);
         assert_eq!(fallback.ingress, Some(vec![]));
         assert_eq!(fallback.egress, Some(vec![]));
         assert_eq!(
             fallback.pod_selector,
-            LabelSelector::from_match_labels([("app", "x")])
+            Selector::match_labels([("app", "x")])
         );
     }
 

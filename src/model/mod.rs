@@ -1,18 +1,29 @@
 //! Palisade's own view of the cluster: plain types holding only what policy enforcement needs.
 //!
-//! Kubernetes objects are converted into these types in [`convert`], where they are validated.
-//! Everything after this layer trusts them.
+//! Every policy API converts into the one policy model in [`policy`]: Calico's tiers, ordered
+//! policies and Allow/Deny/Pass/Log rules. Kubernetes NetworkPolicy arrives through
+//! [`kubernetes`] (its validated form, then the conversion Calico itself applies) and Calico's
+//! `projectcalico.org/v3` resources through [`calico`]. The objects policies select and
+//! reference (pods, namespaces, service accounts, network sets, service endpoints) are here.
+//! Everything after this layer trusts these types.
 
+pub mod calico;
 pub mod convert;
+pub mod kubernetes;
+pub mod policy;
 
 use std::fmt;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use crate::selector::{LabelSelector, Labels};
+use crate::selector::Labels;
 
 pub use convert::{ConvertError, Warning};
+pub use policy::{
+    Action, Entity, IcmpMatch, IpProtocol, Order, Policy, PolicyId, PolicyKind, Port, Rule, Tier,
+    TierAction,
+};
 
 /// An IP family. Every kernel object Palisade programs belongs to exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,6 +56,7 @@ impl fmt::Display for Family {
     }
 }
 
+/// A protocol with ports: what named ports, service ports and port matches speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     Tcp,
@@ -59,6 +71,14 @@ impl Protocol {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
             Protocol::Sctp => "sctp",
+        }
+    }
+
+    pub fn number(&self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
         }
     }
 
@@ -110,6 +130,8 @@ pub struct Pod {
     pub ips: Vec<IpAddr>,
     pub labels: Labels,
     pub named_ports: Vec<NamedPort>,
+    /// `spec.serviceAccountName`; the API server sets `default` when a pod names none.
+    pub service_account: Option<String>,
 }
 
 impl Pod {
@@ -137,97 +159,47 @@ pub struct Namespace {
     pub legacy_default_deny: bool,
 }
 
-/// Which namespaces a pod peer looks in.
+/// A ServiceAccount: its labels are inherited by its pods as `pcsa.<key>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    pub key: ObjectKey,
+    pub labels: Labels,
+}
+
+/// A Calico NetworkSet (namespaced) or GlobalNetworkSet (`namespace: None`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum NamespaceScope {
-    /// Exactly this namespace (a peer with only a `podSelector`: the policy's own namespace).
-    Named(String),
-    /// Every namespace whose labels match.
-    Selector(LabelSelector),
+pub struct NetworkSetKey {
+    pub namespace: Option<String>,
+    pub name: String,
 }
 
-/// A set of pods: those matching `pods` in the namespaces of `namespaces`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Selection {
-    pub namespaces: NamespaceScope,
-    pub pods: LabelSelector,
-}
-
-impl Selection {
-    /// Every pod in the cluster.
-    pub fn all_pods() -> Self {
-        Self {
-            namespaces: NamespaceScope::Selector(LabelSelector::everything()),
-            pods: LabelSelector::everything(),
-        }
-    }
-}
-
-impl fmt::Display for Selection {
+impl fmt::Display for NetworkSetKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.namespaces {
-            NamespaceScope::Named(ns) => write!(f, "ns={ns};pods={}", self.pods),
-            NamespaceScope::Selector(sel) => write!(f, "nssel={sel};pods={}", self.pods),
+        match &self.namespace {
+            Some(ns) => write!(f, "{ns}/{}", self.name),
+            None => f.write_str(&self.name),
         }
     }
 }
 
-/// An `ipBlock` peer. `except` entries lie inside `cidr`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpBlock {
-    pub cidr: IpNetwork,
-    pub except: Vec<IpNetwork>,
+/// Networks that rule selectors can match by the set's labels: every matching selector's
+/// ipset holds these networks. Never the subject of a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSet {
+    pub key: NetworkSetKey,
+    pub labels: Labels,
+    pub nets: Vec<IpNetwork>,
 }
 
-impl IpBlock {
-    pub fn family(&self) -> Family {
-        Family::of_net(&self.cidr)
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        self.cidr.contains(ip) && !self.except.iter().any(|e| e.contains(ip))
-    }
-}
-
-impl fmt::Display for IpBlock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.cidr)?;
-        for except in &self.except {
-            write!(f, " except {except}")?;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Peer {
-    Pods(Selection),
-    Block(IpBlock),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PortMatch {
-    /// Every port of the protocol.
-    Any,
-    /// `port` .. `end` inclusive; `end == start` for a single port.
-    Range { start: u16, end: u16 },
-    /// A container port name, resolved against pods.
-    Named(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PortRule {
-    pub protocol: Protocol,
-    pub port: PortMatch,
-}
-
-/// One entry of `ingress` or `egress`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PolicyRule {
-    /// `None`: every peer (the `from`/`to` list was absent or empty).
-    pub peers: Option<Vec<Peer>>,
-    /// Empty: every port and protocol.
-    pub ports: Vec<PortRule>,
+/// One EndpointSlice of a Service: what a rule's `services` match resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSlice {
+    /// The slice's own namespace and name.
+    pub key: ObjectKey,
+    /// The Service it belongs to (`kubernetes.io/service-name`), in the same namespace.
+    pub service: String,
+    pub addresses: Vec<IpAddr>,
+    pub ports: Vec<(Protocol, u16)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -250,30 +222,6 @@ impl Direction {
 impl fmt::Display for Direction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A NetworkPolicy, normalized: `policyTypes` defaults applied and every field validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
-    pub key: ObjectKey,
-    pub pod_selector: LabelSelector,
-    /// `Some` when the policy isolates selected pods for ingress; the rules allow traffic.
-    pub ingress: Option<Vec<PolicyRule>>,
-    /// `Some` when the policy isolates selected pods for egress.
-    pub egress: Option<Vec<PolicyRule>>,
-}
-
-impl Policy {
-    pub fn rules(&self, direction: Direction) -> Option<&[PolicyRule]> {
-        match direction {
-            Direction::Ingress => self.ingress.as_deref(),
-            Direction::Egress => self.egress.as_deref(),
-        }
-    }
-
-    pub fn selects(&self, pod: &Pod) -> bool {
-        pod.key.namespace == self.key.namespace && self.pod_selector.matches(&pod.labels)
     }
 }
 

@@ -1,10 +1,10 @@
 //! Terse constructors for hand-written clusters.
 
-use palisade::model::{
-    self, IpBlock, NamedPort, Namespace, NamespaceScope, ObjectKey, Peer, Pod, Policy, PolicyRule,
-    PortMatch, PortRule, Protocol, Selection,
+use palisade::model::kubernetes::{
+    IpBlock, KubernetesPolicy, NamespaceScope, Peer, PolicyRule, PortMatch, PortRule, Selection,
 };
-use palisade::selector::{LabelSelector, Labels};
+use palisade::model::{self, NamedPort, Namespace, ObjectKey, Pod, Protocol};
+use palisade::selector::{Labels, Selector};
 
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -32,6 +32,7 @@ pub fn pod(key: &str, node: &str, ips: &[&str], pairs: &[(&str, &str)]) -> Pod {
         ips: ips.iter().map(|ip| ip.parse().expect("pod ip")).collect(),
         labels: labels(pairs),
         named_ports: Vec::new(),
+        service_account: Some("default".to_string()),
     }
 }
 
@@ -44,27 +45,27 @@ pub fn with_port(mut pod: Pod, name: &str, protocol: Protocol, port: u16) -> Pod
     pod
 }
 
-pub fn match_labels(pairs: &[(&str, &str)]) -> LabelSelector {
-    LabelSelector::from_match_labels(pairs.iter().copied())
+pub fn match_labels(pairs: &[(&str, &str)]) -> Selector {
+    Selector::match_labels(pairs.iter().copied())
 }
 
-pub fn expression(key: &str, operator: &str, values: &[&str]) -> LabelSelector {
-    let mut selector = LabelSelector::everything();
+pub fn expression(key: &str, operator: &str, values: &[&str]) -> Selector {
     let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-    selector
-        .require_expression(key, operator, &values)
-        .expect("valid expression");
-    selector
+    Selector::kubernetes([], [(key, operator, values.as_slice())]).expect("valid expression")
+}
+
+pub fn everything() -> Selector {
+    Selector::all()
 }
 
 pub fn policy(
     key: &str,
-    pod_selector: LabelSelector,
+    pod_selector: Selector,
     ingress: Option<Vec<PolicyRule>>,
     egress: Option<Vec<PolicyRule>>,
-) -> Policy {
+) -> KubernetesPolicy {
     let (ns, name) = key.split_once('/').expect("policy key is ns/name");
-    Policy {
+    KubernetesPolicy {
         key: ObjectKey::new(ns, name),
         pod_selector,
         ingress,
@@ -77,7 +78,7 @@ pub fn rule(peers: Option<Vec<Peer>>, ports: Vec<PortRule>) -> PolicyRule {
 }
 
 /// A peer with only a podSelector: pods of the policy's own namespace `ns`.
-pub fn pods_in(ns: &str, pods: LabelSelector) -> Peer {
+pub fn pods_in(ns: &str, pods: Selector) -> Peer {
     Peer::Pods(Selection {
         namespaces: NamespaceScope::Named(ns.to_string()),
         pods,
@@ -85,7 +86,7 @@ pub fn pods_in(ns: &str, pods: LabelSelector) -> Peer {
 }
 
 /// A peer with a namespaceSelector (and a podSelector, everything if absent).
-pub fn pods_where(namespaces: LabelSelector, pods: LabelSelector) -> Peer {
+pub fn pods_where(namespaces: Selector, pods: Selector) -> Peer {
     Peer::Pods(Selection {
         namespaces: NamespaceScope::Selector(namespaces),
         pods,

@@ -6,11 +6,13 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use palisade::index::ClusterIndex;
-use palisade::model::{
-    self, Family, Namespace, NamespaceScope, ObjectKey, Peer, Pod, Policy, PolicyRule, PortMatch,
-    PortRule,
+use palisade::model::calico::{self, ApiGroup, CalicoKind, CalicoResource};
+use palisade::model::kubernetes::{
+    KubernetesPolicy as Policy, NamespaceScope, Peer, PolicyRule, PortMatch, PortRule,
 };
-use palisade::selector::{LabelSelector, Labels};
+use palisade::model::{self, Family, Namespace, ObjectKey, Pod, ServiceAccount, ServiceSlice};
+use palisade::selector::{Labels, Selector};
+use serde_json::Value;
 
 pub const NODES: [&str; 2] = ["node-1", "node-2"];
 
@@ -20,6 +22,31 @@ pub struct Cluster {
     pub namespaces: BTreeMap<String, Namespace>,
     pub pods: BTreeMap<ObjectKey, Pod>,
     pub policies: BTreeMap<ObjectKey, Policy>,
+    /// ServiceAccount objects by namespace/name: their labels.
+    pub service_accounts: BTreeMap<ObjectKey, Labels>,
+    /// Calico objects as a user applies them (`projectcalico.org/v3` JSON), by `Kind ns/name`.
+    pub calico: BTreeMap<String, Value>,
+    pub slices: Vec<ServiceSlice>,
+}
+
+/// The key of a Calico object in [`Cluster::calico`].
+pub fn calico_key(object: &Value) -> String {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let meta = &object["metadata"];
+    format!(
+        "{kind} {}/{}",
+        meta["namespace"].as_str().unwrap_or_default(),
+        meta["name"].as_str().unwrap_or_default()
+    )
+}
+
+/// A Calico object in the model, as the product converts it. Generators only make valid ones.
+pub fn convert_calico(object: &Value) -> CalicoResource {
+    let group = ApiGroup::of(object["apiVersion"].as_str().unwrap_or_default())
+        .expect("a Calico API version");
+    let kind = CalicoKind::of(object["kind"].as_str().unwrap_or_default()).expect("a Calico kind");
+    calico::convert(group, kind, object, &mut Vec::new())
+        .unwrap_or_else(|e| panic!("generated Calico object is invalid: {e}\n{object}"))
 }
 
 impl Cluster {
@@ -31,8 +58,31 @@ impl Cluster {
         for pod in self.pods.values() {
             index.upsert_pod(pod.clone());
         }
+        for (key, labels) in &self.service_accounts {
+            index.upsert_service_account(ServiceAccount {
+                key: key.clone(),
+                labels: labels.clone(),
+            });
+        }
+        for slice in &self.slices {
+            index.upsert_service_slice(slice.clone());
+        }
         for policy in self.policies.values() {
-            index.upsert_policy(policy.clone());
+            index.upsert_policy(policy.to_policy());
+        }
+        for object in self.calico.values() {
+            match convert_calico(object) {
+                CalicoResource::Policy(p) => {
+                    index.upsert_policy(p);
+                }
+                CalicoResource::NetworkSet(s) => {
+                    index.upsert_network_set(s);
+                }
+                CalicoResource::Tier(t) => {
+                    index.upsert_tier(t);
+                }
+                CalicoResource::Ignored(_) => {}
+            }
         }
         index
     }
@@ -125,6 +175,19 @@ impl Cluster {
         for policy in self.policies.values() {
             out.push_str(&describe_policy(policy));
         }
+        for (key, labels) in &self.service_accounts {
+            let _ = writeln!(out, "serviceaccount {key}: labels {}", labels_text(labels));
+        }
+        for slice in &self.slices {
+            let _ = writeln!(
+                out,
+                "endpointslice {}: service {} addresses {:?} ports {:?}",
+                slice.key, slice.service, slice.addresses, slice.ports
+            );
+        }
+        for object in self.calico.values() {
+            let _ = writeln!(out, "{object}");
+        }
         out
     }
 }
@@ -134,11 +197,11 @@ pub fn labels_text(labels: &Labels) -> String {
     format!("{{{}}}", pairs.join(", "))
 }
 
-pub fn selector_text(selector: &LabelSelector) -> String {
-    if selector.is_everything() {
+pub fn selector_text(selector: &Selector) -> String {
+    if selector.is_all() {
         "<everything>".to_string()
     } else {
-        format!("\"{selector}\"")
+        format!("`{selector}`")
     }
 }
 

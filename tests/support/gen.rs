@@ -4,11 +4,12 @@
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use palisade::model::{
-    self, IpBlock, NamedPort, Namespace, NamespaceScope, ObjectKey, Peer, Pod, Policy, PolicyRule,
-    PortMatch, PortRule, Protocol, Selection,
+use palisade::model::kubernetes::{
+    IpBlock, KubernetesPolicy as Policy, NamespaceScope, Peer, PolicyRule, PortMatch, PortRule,
+    Selection,
 };
-use palisade::selector::{LabelSelector, Labels};
+use palisade::model::{self, NamedPort, Namespace, ObjectKey, Pod, Protocol};
+use palisade::selector::{Labels, Selector};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 
@@ -54,7 +55,7 @@ pub fn v6_pool() -> Vec<IpAddr> {
 /// Addresses of no pod: one inside the pod range's blocks, one far outside.
 pub const EXTERNALS: [&str; 4] = ["10.0.0.200", "192.168.7.7", "fd00::c8", "2001:db8::7"];
 
-const V4_BLOCKS: &[&str] = &[
+pub const V4_BLOCKS: &[&str] = &[
     "10.0.0.0/16",
     "10.0.0.0/24",
     "10.0.1.0/24",
@@ -64,7 +65,7 @@ const V4_BLOCKS: &[&str] = &[
     "0.0.0.0/0",
     "192.168.0.0/16",
 ];
-const V4_EXCEPTS: &[&str] = &[
+pub const V4_EXCEPTS: &[&str] = &[
     "10.0.0.0/24",
     "10.0.0.0/30",
     "10.0.0.4/31",
@@ -76,7 +77,7 @@ const V4_EXCEPTS: &[&str] = &[
     "10.0.0.5/32",
     "192.168.7.0/24",
 ];
-const V6_BLOCKS: &[&str] = &[
+pub const V6_BLOCKS: &[&str] = &[
     "fd00::/48",
     "fd00::/64",
     "fd00:0:0:1::/64",
@@ -86,7 +87,7 @@ const V6_BLOCKS: &[&str] = &[
     "::/0",
     "2001:db8::/32",
 ];
-const V6_EXCEPTS: &[&str] = &[
+pub const V6_EXCEPTS: &[&str] = &[
     "fd00::/64",
     "fd00::/126",
     "fd00::4/127",
@@ -145,18 +146,18 @@ fn expression(vocab: Vocab) -> impl Strategy<Value = (String, &'static str, Vec<
     })
 }
 
-pub fn selector(vocab: Vocab) -> impl Strategy<Value = LabelSelector> {
+pub fn selector(vocab: Vocab) -> impl Strategy<Value = Selector> {
     prop_oneof![
-        2 => Just(LabelSelector::everything()),
+        2 => Just(Selector::all()),
         3 => labels(vocab, 1, 2).prop_map(|l| {
-            LabelSelector::from_match_labels(l.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            Selector::match_labels(l.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         }),
         3 => prop::collection::vec(expression(vocab), 1..=2).prop_map(|exprs| {
-            let mut s = LabelSelector::everything();
-            for (key, op, values) in exprs {
-                s.require_expression(&key, op, &values).expect("valid expression");
-            }
-            s
+            Selector::kubernetes(
+                [],
+                exprs.iter().map(|(key, op, values)| (key.as_str(), *op, values.as_slice())),
+            )
+            .expect("valid expression")
         }),
     ]
 }
@@ -207,9 +208,9 @@ pub fn port_rule() -> impl Strategy<Value = PortRule> {
 #[derive(Debug, Clone)]
 pub enum PeerGen {
     /// A podSelector alone: pods of the policy's namespace.
-    OwnNamespace(LabelSelector),
+    OwnNamespace(Selector),
     /// namespaceSelector and podSelector (everything when absent).
-    Namespaces(LabelSelector, LabelSelector),
+    Namespaces(Selector, Selector),
     Block(IpBlock),
 }
 
@@ -222,7 +223,7 @@ pub struct RuleGen {
 /// A policy spec, to be placed in a namespace.
 #[derive(Debug, Clone)]
 pub struct PolicyBody {
-    pub pod_selector: LabelSelector,
+    pub pod_selector: Selector,
     pub ingress: Option<Vec<RuleGen>>,
     pub egress: Option<Vec<RuleGen>>,
 }
@@ -359,6 +360,7 @@ impl PodGen {
                 .collect(),
             labels: self.labels.clone(),
             named_ports,
+            service_account: Some("default".to_string()),
         }
     }
 }

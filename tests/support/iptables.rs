@@ -7,8 +7,13 @@
 //! * `-j MARK --set-xmark value/mask`: `mark = (mark & !mask) ^ value`;
 //!   `-m mark --mark value/mask`: `mark & mask == value`.
 //! * `hash:ip`: exact address; `hash:net`: the most specific entry containing the address
-//!   decides, and a `nomatch` entry means "not in the set"; `hash:ip,port` with `dst,dst`:
-//!   destination address, protocol and destination port.
+//!   decides, and a `nomatch` entry means "not in the set"; `hash:ip,port` with `dst,dst`
+//!   (`src,src`): destination (source) address, protocol and destination (source) port.
+//!   `!` before `--match-set` inverts the test.
+//! * `-p P` compares the protocol number; `--dport`/`--dports` (and source) ports hold only for
+//!   TCP, UDP and SCTP packets; `-m icmp --icmp-type T[/C]` (and `icmp6`) only for ICMP packets,
+//!   its `!` inverting the type test; `-m limit` lets every packet of a probe through.
+//! * `-j LOG` writes and goes on; `-j REJECT`, like `-j DROP`, ends the traversal.
 //! * A missing chain or set, or a set used with the wrong type, is an error: `iptables-restore`
 //!   would refuse the whole transaction.
 
@@ -18,27 +23,85 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use palisade::compiler::desired::{
-    Action, CtState, FamilyState, IpSet, IpSetKind, Match, Rule, SetEntry,
+    Action, CtState, FamilyState, IpSet, IpSetKind, Match, PortSide, Rule, SetDims, SetEntry,
 };
 use palisade::compiler::naming::{FORWARD_CHAIN, MAX_CHAIN_NAME, MAX_SET_NAME};
 use palisade::model::{Family, Protocol};
 use palisade::render;
 
+/// The source port of probes, unless a test varies it.
+pub const EPHEMERAL_PORT: u16 = 40_000;
+
+/// What a packet carries besides its addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Ported {
+        protocol: Protocol,
+        sport: u16,
+        dport: u16,
+    },
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+    },
+    /// Any other IP protocol, by number.
+    Other(u8),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packet {
     pub src: IpAddr,
     pub dst: IpAddr,
-    pub protocol: Protocol,
-    pub dport: u16,
+    pub transport: Transport,
+}
+
+impl Packet {
+    pub fn ported(src: IpAddr, dst: IpAddr, protocol: Protocol, dport: u16) -> Self {
+        Self {
+            src,
+            dst,
+            transport: Transport::Ported {
+                protocol,
+                sport: EPHEMERAL_PORT,
+                dport,
+            },
+        }
+    }
+
+    /// The IP protocol number.
+    pub fn protocol_number(&self) -> u8 {
+        match self.transport {
+            Transport::Ported { protocol, .. } => protocol.number(),
+            Transport::Icmp { .. } => match self.src {
+                IpAddr::V4(_) => 1,
+                IpAddr::V6(_) => 58,
+            },
+            Transport::Other(n) => n,
+        }
+    }
 }
 
 impl std::fmt::Display for Packet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} -> {} {}/{} (ctstate NEW)",
-            self.src, self.dst, self.protocol, self.dport
-        )
+        match self.transport {
+            Transport::Ported {
+                protocol,
+                sport,
+                dport,
+            } => write!(
+                f,
+                "{}:{sport} -> {}:{dport} {protocol} (ctstate NEW)",
+                self.src, self.dst
+            ),
+            Transport::Icmp { icmp_type, code } => write!(
+                f,
+                "{} -> {} icmp type {icmp_type} code {code} (ctstate NEW)",
+                self.src, self.dst
+            ),
+            Transport::Other(n) => {
+                write!(f, "{} -> {} protocol {n} (ctstate NEW)", self.src, self.dst)
+            }
+        }
     }
 }
 
@@ -120,37 +183,104 @@ fn rule_matches(
             Match::CtState(CtState::EstablishedOrRelated | CtState::Invalid) => false,
             Match::Source(net) => net_contains(net, packet.src),
             Match::Destination(net) => net_contains(net, packet.dst),
-            Match::SourceInSet(name) => {
-                address_in_set(lookup_set(state, family, name)?, name, packet.src)?
-            }
-            Match::DestinationInSet(name) => {
-                address_in_set(lookup_set(state, family, name)?, name, packet.dst)?
-            }
-            Match::DestinationPortInSet(name) => {
+            Match::Set {
+                name,
+                dims,
+                negated,
+            } => {
                 let set = lookup_set(state, family, name)?;
-                if set.kind != IpSetKind::HashIpPort {
-                    return Err(format!(
-                        "ipset {name} is {} but is matched with dst,dst",
-                        set.kind.as_str()
-                    ));
-                }
-                set.members.contains(&SetEntry::IpPort {
-                    ip: packet.dst,
-                    protocol: packet.protocol,
-                    port: packet.dport,
-                })
+                let inside = match dims {
+                    SetDims::Src => address_in_set(set, name, packet.src)?,
+                    SetDims::Dst => address_in_set(set, name, packet.dst)?,
+                    SetDims::SrcPort | SetDims::DstPort => {
+                        if set.kind != IpSetKind::HashIpPort {
+                            return Err(format!(
+                                "ipset {name} is {} but is matched with {}",
+                                set.kind.as_str(),
+                                dims.as_str()
+                            ));
+                        }
+                        match packet.transport {
+                            Transport::Ported {
+                                protocol,
+                                sport,
+                                dport,
+                            } => {
+                                let (ip, port) = if *dims == SetDims::SrcPort {
+                                    (packet.src, sport)
+                                } else {
+                                    (packet.dst, dport)
+                                };
+                                set.members
+                                    .contains(&SetEntry::IpPort { ip, protocol, port })
+                            }
+                            _ => false,
+                        }
+                    }
+                };
+                inside != *negated
             }
-            Match::Protocol(protocol) => *protocol == packet.protocol,
-            Match::DestinationPorts { start, end } => {
-                if !rule.matches.iter().any(|m| matches!(m, Match::Protocol(_))) {
+            Match::Protocol { protocol, negated } => {
+                (protocol.number() == packet.protocol_number()) != *negated
+            }
+            Match::Ports {
+                side,
+                ranges,
+                negated,
+            } => {
+                let has_protocol = rule.matches.iter().any(|m| {
+                    matches!(m, Match::Protocol { protocol, negated: false } if protocol.ported().is_some())
+                });
+                if !has_protocol {
                     return Err(format!(
-                        "--dport without a protocol match: {}",
+                        "a port match without a TCP, UDP or SCTP protocol match: {}",
                         render::rule_body(rule)
                     ));
                 }
-                *start <= packet.dport && packet.dport <= *end
+                if ranges.len() > 15 {
+                    return Err(format!(
+                        "multiport takes at most 15 ports: {}",
+                        render::rule_body(rule)
+                    ));
+                }
+                match packet.transport {
+                    Transport::Ported { sport, dport, .. } => {
+                        let port = if *side == PortSide::Source {
+                            sport
+                        } else {
+                            dport
+                        };
+                        let inside = ranges.iter().any(|(a, b)| *a <= port && port <= *b);
+                        inside != *negated
+                    }
+                    _ => false,
+                }
+            }
+            Match::Icmp {
+                v6,
+                icmp_type,
+                code,
+                negated,
+            } => {
+                if *v6 != (family == Family::V6) {
+                    return Err(format!(
+                        "an ICMP match of the other family: {}",
+                        render::rule_body(rule)
+                    ));
+                }
+                match packet.transport {
+                    Transport::Icmp {
+                        icmp_type: t,
+                        code: c,
+                    } => {
+                        let same = t == *icmp_type && code.is_none_or(|code| code == c);
+                        same != *negated
+                    }
+                    _ => false,
+                }
             }
             Match::Mark { value, mask } => mark & mask == *value,
+            Match::Limit { .. } => true,
         };
         all &= ok;
     }
@@ -187,7 +317,8 @@ fn run_chain(
         ));
         match &rule.action {
             Action::Accept => return Ok(Outcome::Accept),
-            Action::Drop => return Ok(Outcome::Drop),
+            Action::Drop | Action::Reject => return Ok(Outcome::Drop),
+            Action::Log { .. } => {}
             Action::Return => return Ok(Outcome::Continue),
             Action::Jump(target) => {
                 match run_chain(state, family, target, packet, mark, depth + 1, trace)? {
@@ -248,18 +379,24 @@ pub fn validate(state: &FamilyState, family: Family) -> Result<Vec<String>, Stri
             }
             for m in &rule.matches {
                 let (set_name, want_pairs) = match m {
-                    Match::SourceInSet(s) | Match::DestinationInSet(s) => (s, false),
-                    Match::DestinationPortInSet(s) => (s, true),
+                    Match::Set { name, dims, .. } => (name, dims.has_ports()),
                     Match::Source(net) | Match::Destination(net)
                         if Family::of_net(net) != family =>
                     {
                         problems.push(format!("{name}: {family} rule matches {net}"));
                         continue;
                     }
-                    Match::DestinationPorts { .. }
-                        if !rule.matches.iter().any(|m| matches!(m, Match::Protocol(_))) =>
+                    Match::Ports { .. }
+                        if !rule
+                            .matches
+                            .iter()
+                            .any(|m| matches!(m, Match::Protocol { negated: false, .. })) =>
                     {
                         problems.push(format!("{name}: --dport without -p"));
+                        continue;
+                    }
+                    Match::Icmp { v6, .. } if *v6 != (family == Family::V6) => {
+                        problems.push(format!("{name}: an ICMP match of the other family"));
                         continue;
                     }
                     _ => continue,

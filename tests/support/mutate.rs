@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 
 use palisade::index::{Change, ClusterIndex};
-use palisade::model::{Namespace, ObjectKey, Pod, Policy};
+use palisade::model::kubernetes::KubernetesPolicy as Policy;
+use palisade::model::{Namespace, ObjectKey, Pod, PolicyId};
 use palisade::selector::Labels;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -301,16 +302,16 @@ pub fn plan(cluster: &Cluster, mutation: &Mutation, step: usize) -> Vec<(String,
     }
 }
 
-/// Runs one update on both views, returning the change the index reports.
-pub fn execute(cluster: &mut Cluster, index: &mut ClusterIndex, op: Op) -> Option<Change> {
+/// Runs one update on both views, returning the changes the index reports.
+pub fn execute(cluster: &mut Cluster, index: &mut ClusterIndex, op: Op) -> Vec<Change> {
     match op {
         Op::UpsertPod(pod) => {
             cluster.add_pod(pod.clone());
-            index.upsert_pod(pod)
+            index.upsert_pod(pod).into_iter().collect()
         }
         Op::RemovePod(key) => {
             cluster.pods.remove(&key);
-            index.remove_pod(&key)
+            index.remove_pod(&key).into_iter().collect()
         }
         Op::UpsertNamespace(ns) => {
             cluster.add_namespace(ns.clone());
@@ -322,11 +323,17 @@ pub fn execute(cluster: &mut Cluster, index: &mut ClusterIndex, op: Op) -> Optio
         }
         Op::UpsertPolicy(policy) => {
             cluster.add_policy(policy.clone());
-            index.upsert_policy(policy)
+            index
+                .upsert_policy(policy.to_policy())
+                .into_iter()
+                .collect()
         }
         Op::RemovePolicy(key) => {
             cluster.policies.remove(&key);
-            index.remove_policy(&key)
+            index
+                .remove_policy(&PolicyId::kubernetes(&key))
+                .into_iter()
+                .collect()
         }
     }
 }

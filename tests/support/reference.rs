@@ -24,10 +24,11 @@
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use palisade::model::{
-    Family, IpBlock, NamespaceScope, Peer, Pod, Policy, PolicyRule, PortMatch, PortRule, Protocol,
+use palisade::model::kubernetes::{
+    IpBlock, KubernetesPolicy as Policy, NamespaceScope, Peer, PolicyRule, PortMatch, PortRule,
 };
-use palisade::selector::{LabelSelector, Labels, Operator};
+use palisade::model::{Family, Pod, Protocol};
+use palisade::selector::{Expr, Labels, Selector};
 
 use super::cluster::{pod_ip, Cluster};
 
@@ -68,19 +69,32 @@ enum Dir {
     Egress,
 }
 
-/// A label selector as the documentation defines it: every requirement must hold; `In` needs
-/// the key with one of the values; `NotIn` holds when the key is absent or has another value;
-/// `Exists`/`DoesNotExist` look at the key only. The empty selector selects everything.
-pub fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
-    selector.requirements().all(|req| {
-        let value = labels.get(&req.key);
-        match &req.operator {
-            Operator::In(values) => value.is_some_and(|v| values.contains(v)),
-            Operator::NotIn(values) => value.is_none_or(|v| !values.contains(v)),
-            Operator::Exists => value.is_some(),
-            Operator::DoesNotExist => value.is_none(),
-        }
-    })
+/// A label selector as the documentation defines it, in the expression form Palisade holds
+/// Kubernetes selectors in: every requirement must hold (`&&`); `In` (`in`, `==`) needs the key
+/// with one of the values; `NotIn` (`not in`) holds when the key is absent or has another
+/// value; `Exists`/`DoesNotExist` (`has`, `!has`) look at the key only. The empty selector
+/// (`all()`) selects everything.
+pub fn selector_matches(selector: &Selector, labels: &Labels) -> bool {
+    expr_matches(selector.expr(), &|key| labels.get(key).map(String::as_str))
+}
+
+/// Calico's selector semantics (SPEC E.3) over a label lookup: absent labels are unequal to
+/// everything and in no set.
+pub fn expr_matches<'a>(expr: &Expr, get: &dyn Fn(&str) -> Option<&'a str>) -> bool {
+    match expr {
+        Expr::All | Expr::Global => true,
+        Expr::Has(l) => get(l.name()).is_some(),
+        Expr::Eq(l, v) => get(l.name()) == Some(v.as_str()),
+        Expr::Ne(l, v) => get(l.name()) != Some(v.as_str()),
+        Expr::Contains(l, v) => get(l.name()).is_some_and(|x| x.contains(v.as_str())),
+        Expr::StartsWith(l, v) => get(l.name()).is_some_and(|x| x.starts_with(v.as_str())),
+        Expr::EndsWith(l, v) => get(l.name()).is_some_and(|x| x.ends_with(v.as_str())),
+        Expr::In(l, set) => get(l.name()).is_some_and(|x| set.iter().any(|s| s == x)),
+        Expr::NotIn(l, set) => !get(l.name()).is_some_and(|x| set.iter().any(|s| s == x)),
+        Expr::Not(inner) => !expr_matches(inner, get),
+        Expr::And(items) => items.iter().all(|e| expr_matches(e, get)),
+        Expr::Or(items) => items.iter().any(|e| expr_matches(e, get)),
+    }
 }
 
 fn net_contains(net: &IpNetwork, ip: IpAddr) -> bool {
@@ -180,21 +194,63 @@ fn direction_allows(
         return true;
     }
     selecting.iter().any(|policy| {
-        rules_of(policy, dir).into_iter().flatten().any(|rule| {
-            let peer_ok = match &rule.peers {
-                None => true,
-                Some(peers) => peers
-                    .iter()
-                    .any(|peer| peer_matches(cluster, peer, remote, family)),
-            };
-            let port_ok = rule.ports.is_empty()
-                || rule
+        rules_allow(
+            cluster,
+            policy,
+            dir,
+            remote,
+            destination,
+            (family, protocol, port),
+            true,
+        )
+    })
+}
+
+/// Whether one of the policy's rules in `dir` allows the traffic. `ported`: the packet is TCP,
+/// UDP or SCTP (`protocol` and `port` are its own); a rule with ports matches nothing else.
+fn rules_allow(
+    cluster: &Cluster,
+    policy: &Policy,
+    dir: Dir,
+    remote: &Endpoint<'_>,
+    destination: &Endpoint<'_>,
+    (family, protocol, port): (Family, Protocol, u16),
+    ported: bool,
+) -> bool {
+    rules_of(policy, dir).into_iter().flatten().any(|rule| {
+        let peer_ok = match &rule.peers {
+            None => true,
+            Some(peers) => peers
+                .iter()
+                .any(|peer| peer_matches(cluster, peer, remote, family)),
+        };
+        let port_ok = rule.ports.is_empty()
+            || (ported
+                && rule
                     .ports
                     .iter()
-                    .any(|p| port_matches(p, protocol, port, destination));
-            peer_ok && port_ok
-        })
+                    .any(|p| port_matches(p, protocol, port, destination)));
+        peer_ok && port_ok
     })
+}
+
+/// Whether one Kubernetes policy (which selects `local`) allows the traffic in the direction:
+/// for the Calico reference, where Kubernetes policies sit in tier `default`.
+pub fn policy_allows(
+    cluster: &Cluster,
+    policy: &Policy,
+    ingress: bool,
+    local: &Pod,
+    remote: &Endpoint<'_>,
+    traffic: (Family, Protocol, u16),
+    ported: bool,
+) -> bool {
+    let (dir, destination) = if ingress {
+        (Dir::Ingress, Endpoint::Pod(local))
+    } else {
+        (Dir::Egress, *remote)
+    };
+    rules_allow(cluster, policy, dir, remote, &destination, traffic, ported)
 }
 
 pub fn ingress_allowed(

@@ -1,0 +1,151 @@
+//! The pods a selector could match, from the label indexes: what a new ipset is built from
+//! without testing every pod in the cluster.
+//!
+//! Each term names the pods that can satisfy it (an own label's value, a namespace, a namespace
+//! label's value); an `&&` takes its smallest term, an `||` the union of its operands when each
+//! has one. A selector with no such term (only negations, say) falls back to every pod.
+
+use std::collections::HashSet;
+
+use super::{ClusterIndex, PodId};
+use crate::model::NAMESPACE_NAME_LABEL;
+use crate::selector::{Expr, Label, LabelKind, PROFILE_NAME_LABEL};
+
+/// Pod id buckets whose union holds every pod that can match.
+struct Buckets<'a> {
+    sets: Vec<&'a HashSet<PodId>>,
+    size: usize,
+}
+
+impl<'a> Buckets<'a> {
+    fn new(sets: Vec<&'a HashSet<PodId>>) -> Self {
+        let size = sets.iter().map(|s| s.len()).sum();
+        Self { sets, size }
+    }
+}
+
+impl ClusterIndex {
+    /// Namespace names whose labels make `key` one of `values` (any value when `None`).
+    fn namespaces_where(&self, key: &str, values: Option<&[String]>) -> Vec<&str> {
+        let wanted = |v: &str| values.is_none_or(|values| values.iter().any(|x| x == v));
+        if key == PROFILE_NAME_LABEL {
+            return self
+                .populated_namespaces()
+                .filter(|ns| wanted(ns))
+                .collect();
+        }
+        self.populated_namespaces()
+            .filter(|ns| match self.namespaces.get(*ns) {
+                Some(object) => object.labels.get(key).is_some_and(|v| wanted(v)),
+                None => key == NAMESPACE_NAME_LABEL && wanted(ns),
+            })
+            .collect()
+    }
+
+    /// Namespaces holding a service account whose labels make `key` one of `values`.
+    fn service_account_namespaces(&self, key: &str, values: Option<&[String]>) -> Vec<&str> {
+        if key == PROFILE_NAME_LABEL {
+            // Every pod's service account is named, with an object or without.
+            return self.populated_namespaces().collect();
+        }
+        let wanted = |v: &str| values.is_none_or(|values| values.iter().any(|x| x == v));
+        let mut out: Vec<&str> = self
+            .service_accounts
+            .values()
+            .filter(|sa| sa.labels.get(key).is_some_and(|v| wanted(v)))
+            .map(|sa| sa.key.namespace.as_str())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn namespace_buckets<'a>(&'a self, names: &[&str]) -> Vec<&'a HashSet<PodId>> {
+        names
+            .iter()
+            .filter_map(|ns| self.pods_by_namespace.get(*ns))
+            .collect()
+    }
+
+    fn own_buckets(&self, name: &str, values: Option<&[String]>) -> Vec<&HashSet<PodId>> {
+        let Some(by_value) = self.pods_by_label.get(name) else {
+            return Vec::new();
+        };
+        match values {
+            Some(values) => values.iter().filter_map(|v| by_value.get(v)).collect(),
+            None => by_value.values().collect(),
+        }
+    }
+
+    /// The buckets for "label has one of `values`" (or "label is present").
+    fn label_buckets(&self, label: &Label, values: Option<&[String]>) -> Option<Buckets<'_>> {
+        let sets = match label.kind() {
+            LabelKind::Plain => self.own_buckets(label.name(), values),
+            LabelKind::Namespace => match values {
+                Some(values) => values
+                    .iter()
+                    .filter_map(|ns| self.pods_by_namespace.get(ns))
+                    .collect(),
+                // Every pod has a namespace.
+                None => return None,
+            },
+            LabelKind::FromNamespace => {
+                let names = self.namespaces_where(label.parent_key(), values);
+                let mut sets = self.namespace_buckets(&names);
+                // A pod's own `pcns.x` label stands in for its namespace's.
+                sets.extend(self.own_buckets(label.name(), values));
+                sets
+            }
+            LabelKind::FromServiceAccount => {
+                let names = self.service_account_namespaces(label.parent_key(), values);
+                let mut sets = self.namespace_buckets(&names);
+                sets.extend(self.own_buckets(label.name(), values));
+                sets
+            }
+            LabelKind::ServiceAccount | LabelKind::Orchestrator => return None,
+        };
+        Some(Buckets::new(sets))
+    }
+
+    fn buckets(&self, expr: &Expr) -> Option<Buckets<'_>> {
+        match expr {
+            Expr::Eq(label, value) => self.label_buckets(label, Some(std::slice::from_ref(value))),
+            Expr::In(label, values) => self.label_buckets(label, Some(values)),
+            Expr::Has(label)
+            | Expr::Contains(label, _)
+            | Expr::StartsWith(label, _)
+            | Expr::EndsWith(label, _) => self.label_buckets(label, None),
+            Expr::And(items) => items
+                .iter()
+                .filter_map(|e| self.buckets(e))
+                .min_by_key(|b| b.size),
+            Expr::Or(items) => {
+                let mut sets = Vec::new();
+                for item in items {
+                    sets.extend(self.buckets(item)?.sets);
+                }
+                Some(Buckets::new(sets))
+            }
+            _ => None,
+        }
+    }
+
+    /// Every pod that could match `expr` (a superset, to be evaluated), each once.
+    pub fn candidate_pods(&self, expr: &Expr) -> Vec<&std::sync::Arc<crate::model::Pod>> {
+        match self.buckets(expr) {
+            None => self.pods().collect(),
+            Some(buckets) if buckets.sets.len() <= 1 => buckets
+                .sets
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.pod_by_id(*id))
+                .collect(),
+            Some(buckets) => {
+                let ids: HashSet<PodId> = buckets.sets.into_iter().flatten().copied().collect();
+                ids.into_iter()
+                    .filter_map(|id| self.pod_by_id(id))
+                    .collect()
+            }
+        }
+    }
+}

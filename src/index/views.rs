@@ -1,0 +1,142 @@
+//! Pods and network sets as Calico's selectors see them: own labels, the labels Calico derives,
+//! and the labels inherited from the namespace (`pcns.`) and the service account (`pcsa.`).
+
+use crate::model::{Namespace, NetworkSet, Pod, ServiceAccount, NAMESPACE_NAME_LABEL};
+use crate::selector::{LabelSource, PROFILE_NAME_LABEL, SERVICE_ACCOUNT_LABEL};
+
+/// Calico sets `projectcalico.org/serviceaccount` only for names shorter than 63 characters.
+const MAX_SERVICE_ACCOUNT_LABEL: usize = 62;
+
+/// The labels of a namespace: those of its object, or for a namespace with no object (yet)
+/// only its name label; with `projectcalico.org/name` either way.
+fn namespace_label<'a>(name: &'a str, object: Option<&'a Namespace>, key: &str) -> Option<&'a str> {
+    if key == PROFILE_NAME_LABEL {
+        return Some(name);
+    }
+    match object {
+        Some(ns) => ns.labels.get(key).map(String::as_str),
+        None => (key == NAMESPACE_NAME_LABEL).then_some(name),
+    }
+}
+
+fn for_each_namespace_label(name: &str, object: Option<&Namespace>, f: &mut dyn FnMut(&str, &str)) {
+    match object {
+        Some(ns) => ns.labels.iter().for_each(|(k, v)| f(k, v)),
+        None => f(NAMESPACE_NAME_LABEL, name),
+    }
+    f(PROFILE_NAME_LABEL, name);
+}
+
+pub struct PodView<'a> {
+    pod: &'a Pod,
+    namespace: Option<&'a Namespace>,
+    account: Option<&'a ServiceAccount>,
+}
+
+impl<'a> PodView<'a> {
+    pub fn new(
+        pod: &'a Pod,
+        namespace: Option<&'a Namespace>,
+        account: Option<&'a ServiceAccount>,
+    ) -> Self {
+        Self {
+            pod,
+            namespace,
+            account,
+        }
+    }
+}
+
+impl LabelSource for PodView<'_> {
+    fn own(&self, key: &str) -> Option<&str> {
+        self.pod.labels.get(key).map(String::as_str)
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        Some(&self.pod.key.namespace)
+    }
+
+    fn is_workload(&self) -> bool {
+        true
+    }
+
+    fn service_account(&self) -> Option<&str> {
+        self.pod
+            .service_account
+            .as_deref()
+            .filter(|sa| sa.len() <= MAX_SERVICE_ACCOUNT_LABEL)
+    }
+
+    fn namespace_label(&self, key: &str) -> Option<&str> {
+        namespace_label(&self.pod.key.namespace, self.namespace, key)
+    }
+
+    fn service_account_label(&self, key: &str) -> Option<&str> {
+        let name = self.pod.service_account.as_deref()?;
+        if key == PROFILE_NAME_LABEL {
+            return Some(name);
+        }
+        self.account?.labels.get(key).map(String::as_str)
+    }
+
+    fn for_each_own(&self, f: &mut dyn FnMut(&str, &str)) {
+        for (k, v) in &self.pod.labels {
+            // The derived label replaces a pod label of the same name.
+            if k != SERVICE_ACCOUNT_LABEL || self.service_account().is_none() {
+                f(k, v);
+            }
+        }
+    }
+
+    fn for_each_namespace_label(&self, f: &mut dyn FnMut(&str, &str)) {
+        for_each_namespace_label(&self.pod.key.namespace, self.namespace, f);
+    }
+
+    fn for_each_service_account_label(&self, f: &mut dyn FnMut(&str, &str)) {
+        let Some(name) = self.pod.service_account.as_deref() else {
+            return;
+        };
+        if let Some(account) = self.account {
+            account.labels.iter().for_each(|(k, v)| f(k, v));
+        }
+        f(PROFILE_NAME_LABEL, name);
+    }
+}
+
+/// A NetworkSet has its own labels and, namespaced, its namespace's; a GlobalNetworkSet only
+/// its own.
+pub struct NetworkSetView<'a> {
+    set: &'a NetworkSet,
+    namespace: Option<&'a Namespace>,
+}
+
+impl<'a> NetworkSetView<'a> {
+    pub fn new(set: &'a NetworkSet, namespace: Option<&'a Namespace>) -> Self {
+        Self { set, namespace }
+    }
+}
+
+impl LabelSource for NetworkSetView<'_> {
+    fn own(&self, key: &str) -> Option<&str> {
+        self.set.labels.get(key).map(String::as_str)
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        self.set.key.namespace.as_deref()
+    }
+
+    fn namespace_label(&self, key: &str) -> Option<&str> {
+        let name = self.set.key.namespace.as_deref()?;
+        namespace_label(name, self.namespace, key)
+    }
+
+    fn for_each_own(&self, f: &mut dyn FnMut(&str, &str)) {
+        self.set.labels.iter().for_each(|(k, v)| f(k, v));
+    }
+
+    fn for_each_namespace_label(&self, f: &mut dyn FnMut(&str, &str)) {
+        if let Some(name) = self.set.key.namespace.as_deref() {
+            for_each_namespace_label(name, self.namespace, f);
+        }
+    }
+}
