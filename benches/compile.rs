@@ -338,7 +338,7 @@ fn breakdown(index: &ClusterIndex) {
             let offered: Vec<_> = match key.selector() {
                 Some(selector) => index.candidate_pods(selector.expr()),
                 None => match key {
-                    SetKey::NamedPort { name, .. } => index.pods_with_port_name(name).collect(),
+                    SetKey::NamedPort { name, .. } => index.pod_ids_with_port_name(name).collect(),
                     _ => Vec::new(),
                 },
             };
@@ -347,7 +347,11 @@ fn breakdown(index: &ClusterIndex) {
                 .iter()
                 .filter(|pod| {
                     key.selector()
-                        .is_none_or(|s| s.matches(&index.pod_view(pod)))
+                        .is_none_or(|s| {
+                    index
+                        .pod_by_id(**pod)
+                        .is_some_and(|p| s.matches(&index.pod_view(p)))
+                })
                 })
                 .count();
             black_box(members);

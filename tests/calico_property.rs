@@ -481,3 +481,41 @@ fn negative_namespace_selectors_also_match_global_network_sets() {
     ));
     check(&cluster).unwrap();
 }
+
+/// A packet that passed one tier must meet every policy of the next, including one that can
+/// pass too: the pass mark is cleared between tiers.
+#[test]
+fn a_pass_in_one_tier_is_forgotten_in_the_next() {
+    let gnp = |name: &str, tier: &str, order: f64, action: &str| {
+        serde_json::json!({"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+            "metadata": {"name": name},
+            "spec": {"tier": tier, "order": order, "types": ["Ingress"],
+                "ingress": [{"action": action, "source": {"selector": "app == 'web'"}}]}})
+    };
+    let cluster = cluster_of(
+        &[
+            ("ns-a/web", "node-1", &["10.0.0.1"], &[("app", "web")]),
+            ("ns-a/db", "node-2", &["10.0.0.2"], &[("app", "db")]),
+        ],
+        &[
+            calico_gen::tier_json("security", Some(100.0), false),
+            calico_gen::tier_json("platform", Some(200.0), false),
+            gnp("first", "security", 1.0, "Pass"),
+            // Passes only the other app: web's packet must reach the Deny after it.
+            serde_json::json!({"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+                "metadata": {"name": "second"},
+                "spec": {"tier": "platform", "order": 1, "types": ["Ingress"],
+                    "ingress": [{"action": "Pass", "source": {"selector": "app == 'other'"}}]}}),
+            gnp("third", "platform", 2.0, "Deny"),
+        ],
+    );
+    let (web, db) = (cluster.pod("ns-a/web"), cluster.pod("ns-a/db"));
+    let packet = Packet::ported(web.ips[0], db.ips[0], Protocol::Tcp, 80);
+    assert!(!calico_reference::allowed(
+        &cluster,
+        &Endpoint::Pod(web),
+        &Endpoint::Pod(db),
+        &packet
+    ));
+    check(&cluster).unwrap();
+}

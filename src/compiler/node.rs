@@ -16,7 +16,7 @@ use super::naming;
 use super::rules;
 use super::sets::{SetKey, SetRef};
 use super::CompilerConfig;
-use crate::index::{Change, ClusterIndex};
+use crate::index::{Change, ClusterIndex, PodId, PodIdMap, PodIdSet};
 use crate::model::{
     Direction, Family, NetworkSet, NetworkSetKey, ObjectKey, Pod, PolicyId, ServiceAccount,
 };
@@ -78,7 +78,7 @@ fn host_prefix(net: &ipnetwork::IpNetwork) -> u8 {
 struct ActiveSet {
     /// References per family (IPv4, IPv6): the set exists in a family while they are above 0.
     refs: [u32; 2],
-    pods: HashSet<ObjectKey>,
+    pods: PodIdSet,
     network_sets: HashSet<NetworkSetKey>,
 }
 
@@ -149,7 +149,8 @@ pub struct NodeCompiler {
     /// Active named-port sets over every pod, by port name.
     sets_by_port_name: HashMap<String, Vec<SetRef>>,
     sets_by_service: HashMap<ObjectKey, Vec<SetRef>>,
-    pod_records: HashMap<ObjectKey, Record<Pod>>,
+    /// By the pod's slot in the index: what last held it.
+    pod_records: PodIdMap<Record<Pod>>,
     network_set_records: HashMap<NetworkSetKey, Record<NetworkSet>>,
     /// Sets and chains changed since the last [`NodeCompiler::take_dirty`].
     dirty: BTreeSet<(Family, String)>,
@@ -170,7 +171,7 @@ impl NodeCompiler {
             set_selectors: SelectorIndex::new(),
             sets_by_port_name: HashMap::new(),
             sets_by_service: HashMap::new(),
-            pod_records: HashMap::new(),
+            pod_records: PodIdMap::default(),
             network_set_records: HashMap::new(),
             forward_counts: [BTreeMap::new(), BTreeMap::new()],
             dirty: BTreeSet::new(),
@@ -225,7 +226,7 @@ impl NodeCompiler {
 
     /// Brings the state up to date with `changes`, which `index` already reflects.
     pub fn apply(&mut self, index: &ClusterIndex, changes: &[Change]) {
-        let mut pod_touches: HashMap<ObjectKey, Option<Touch>> = HashMap::new();
+        let mut pod_touches: PodIdMap<Option<Touch>> = PodIdMap::default();
         let mut set_touches: HashMap<NetworkSetKey, Option<Touch>> = HashMap::new();
         let mut dirty_local: BTreeSet<ObjectKey> = BTreeSet::new();
         let mut changed_policies: BTreeSet<PolicyId> = BTreeSet::new();
@@ -233,13 +234,11 @@ impl NodeCompiler {
         let mut every_local_pod = false;
         for change in changes {
             match change {
-                Change::Pod { before, after } => {
-                    let Some(key) = after.as_ref().or(before.as_ref()).map(|p| p.key.clone())
-                    else {
-                        continue;
-                    };
-                    if self.on_node(before.as_deref()) || self.on_node(after.as_deref()) {
-                        dirty_local.insert(key.clone());
+                Change::Pod { id, before, after } => {
+                    for pod in before.iter().chain(after) {
+                        if self.on_node(Some(pod)) {
+                            dirty_local.insert(pod.key.clone());
+                        }
                     }
                     let touch = match (before, after) {
                         (Some(b), Some(a))
@@ -255,7 +254,7 @@ impl NodeCompiler {
                         }
                         _ => Touch::Full,
                     };
-                    Touch::merge(pod_touches.entry(key).or_default(), touch);
+                    Touch::merge(pod_touches.entry(*id).or_default(), touch);
                 }
                 Change::Namespace { before, after } => {
                     let Some(name) = after.as_ref().or(before.as_ref()).map(|n| n.name.clone())
@@ -270,9 +269,9 @@ impl NodeCompiler {
                     }
                     if !sets.is_empty() {
                         let sets: HashSet<SetRef> = sets.into_iter().collect();
-                        for pod in index.pods_in_namespace(&name) {
+                        for id in index.pod_ids_in_namespace(&name) {
                             Touch::merge(
-                                pod_touches.entry(pod.key.clone()).or_default(),
+                                pod_touches.entry(id).or_default(),
                                 Touch::Only(sets.clone()),
                             );
                         }
@@ -302,11 +301,13 @@ impl NodeCompiler {
                     let uses = |pod: &Pod| pod.service_account.as_deref() == Some(&key.name);
                     if !sets.is_empty() {
                         let sets: HashSet<SetRef> = sets.into_iter().collect();
-                        for pod in index.pods_in_namespace(&key.namespace).filter(|p| uses(p)) {
-                            Touch::merge(
-                                pod_touches.entry(pod.key.clone()).or_default(),
-                                Touch::Only(sets.clone()),
-                            );
+                        for id in index.pod_ids_in_namespace(&key.namespace) {
+                            if index.pod_by_id(id).is_some_and(|p| uses(p)) {
+                                Touch::merge(
+                                    pod_touches.entry(id).or_default(),
+                                    Touch::Only(sets.clone()),
+                                );
+                            }
                         }
                     }
                     dirty_local.extend(
@@ -351,9 +352,9 @@ impl NodeCompiler {
                 }
             }
         }
-        for (key, touch) in pod_touches {
+        for (id, touch) in pod_touches {
             if let Some(touch) = touch {
-                self.touch_pod(index, &key, touch);
+                self.touch_pod(index, id, touch);
             }
         }
         for (key, touch) in set_touches {
@@ -678,14 +679,12 @@ impl NodeCompiler {
                 ..
             } => {
                 self.set_selectors.insert(key.clone(), selector);
-                let pods: Vec<Arc<Pod>> = index
-                    .candidate_pods(selector.expr())
-                    .into_iter()
-                    .filter(|pod| selector.matches(&index.pod_view(pod)))
-                    .cloned()
-                    .collect();
-                for pod in pods {
-                    self.add_pod_member(key, pod);
+                for id in index.candidate_pods(selector.expr()) {
+                    if let Some(pod) = index.pod_by_id(id) {
+                        if selector.matches(&index.pod_view(pod)) {
+                            self.add_pod_member(key, id, pod);
+                        }
+                    }
                 }
                 if key.takes_network_sets() {
                     let sets: Vec<Arc<NetworkSet>> = index
@@ -707,9 +706,10 @@ impl NodeCompiler {
                     .entry(name.clone())
                     .or_default()
                     .push(key.clone());
-                let pods: Vec<Arc<Pod>> = index.pods_with_port_name(name).cloned().collect();
-                for pod in pods {
-                    self.add_pod_member(key, pod);
+                for id in index.pod_ids_with_port_name(name) {
+                    if let Some(pod) = index.pod_by_id(id) {
+                        self.add_pod_member(key, id, pod);
+                    }
                 }
             }
             SetKey::Service { service, .. } => {
@@ -722,17 +722,14 @@ impl NodeCompiler {
         }
     }
 
-    fn add_pod_member(&mut self, key: &SetRef, pod: Arc<Pod>) {
+    fn add_pod_member(&mut self, key: &SetRef, id: PodId, pod: &Arc<Pod>) {
         if let Some(active) = self.sets.get_mut(key) {
-            active.pods.insert(pod.key.clone());
+            active.pods.insert(id);
         }
-        let record = self
-            .pod_records
-            .entry(pod.key.clone())
-            .or_insert_with(|| Record {
-                object: Arc::clone(&pod),
-                sets: Vec::new(),
-            });
+        let record = self.pod_records.entry(id).or_insert_with(|| Record {
+            object: Arc::clone(pod),
+            sets: Vec::new(),
+        });
         if !record.sets.contains(key) {
             record.sets.push(key.clone());
         }
@@ -837,9 +834,9 @@ impl NodeCompiler {
 
     /// Re-evaluates one pod's memberships (all it could have, or only `Touch::Only`'s) against
     /// the pod as the index holds it now, and moves its entries.
-    fn touch_pod(&mut self, index: &ClusterIndex, key: &ObjectKey, touch: Touch) {
-        let current: Option<Arc<Pod>> = index.pod(key).cloned();
-        let record = self.pod_records.remove(key);
+    fn touch_pod(&mut self, index: &ClusterIndex, id: PodId, touch: Touch) {
+        let current: Option<Arc<Pod>> = index.pod_by_id(id).cloned();
+        let record = self.pod_records.remove(&id);
         let (old_pod, old_sets) = match record {
             Some(r) => (Some(r.object), r.sets),
             None => (None, Vec::new()),
@@ -889,24 +886,24 @@ impl NodeCompiler {
                     continue;
                 }
                 let stale: Vec<SetEntry> = old.into_iter().filter(|e| !new.contains(e)).collect();
-                self.reconcile(index, &set, family, stale, new, key);
+                self.reconcile(index, &set, family, stale, new, id);
             }
             let Some(active) = self.sets.get_mut(&set) else {
                 continue;
             };
             if now {
-                active.pods.insert(key.clone());
+                active.pods.insert(id);
                 if !new_sets.contains(&set) {
                     new_sets.push(set);
                 }
             } else {
-                active.pods.remove(key);
+                active.pods.remove(&id);
                 new_sets.retain(|k| *k != set);
             }
         }
         if let (Some(pod), false) = (current, new_sets.is_empty()) {
             self.pod_records.insert(
-                key.clone(),
+                id,
                 Record {
                     object: pod,
                     sets: new_sets,
@@ -999,7 +996,7 @@ impl NodeCompiler {
         set: &SetRef,
         family: Family,
         entry: &SetEntry,
-        pod: Option<&ObjectKey>,
+        pod: Option<PodId>,
         network_set: Option<&NetworkSetKey>,
     ) -> bool {
         let Some(active) = self.sets.get(set) else {
@@ -1011,10 +1008,12 @@ impl NodeCompiler {
             SetEntry::Net { .. } => None,
         };
         let by_pod = host.is_some_and(|ip| {
-            index.pods_with_ip(&ip).any(|other| {
-                Some(&other.key) != pod
-                    && active.pods.contains(&other.key)
-                    && set.pod_entries(other, family).contains(entry)
+            index.pod_ids_with_ip(&ip).iter().any(|other| {
+                Some(*other) != pod
+                    && active.pods.contains(other)
+                    && index
+                        .pod_by_id(*other)
+                        .is_some_and(|o| set.pod_entries(o, family).contains(entry))
             })
         });
         by_pod
@@ -1057,7 +1056,7 @@ impl NodeCompiler {
         family: Family,
         stale: Vec<SetEntry>,
         wanted: Vec<SetEntry>,
-        pod: &ObjectKey,
+        pod: PodId,
     ) {
         let remove: Vec<SetEntry> = stale
             .into_iter()

@@ -50,8 +50,7 @@ impl ClusterIndex {
         }
         let wanted = |v: &str| values.is_none_or(|values| values.iter().any(|x| x == v));
         let mut out: Vec<&str> = self
-            .service_accounts
-            .values()
+            .service_accounts()
             .filter(|sa| sa.labels.get(key).is_some_and(|v| wanted(v)))
             .map(|sa| sa.key.namespace.as_str())
             .collect();
@@ -130,21 +129,20 @@ impl ClusterIndex {
         }
     }
 
-    /// Every pod that could match `expr` (a superset, to be evaluated), each once.
-    pub fn candidate_pods(&self, expr: &Expr) -> Vec<&std::sync::Arc<crate::model::Pod>> {
+    /// Every pod that could match `expr` (a superset, to be evaluated), each once, by slot.
+    pub fn candidate_pods(&self, expr: &Expr) -> Vec<PodId> {
         match self.buckets(expr) {
-            None => self.pods().collect(),
-            Some(buckets) if buckets.sets.len() <= 1 => buckets
-                .sets
-                .into_iter()
-                .flatten()
-                .filter_map(|id| self.pod_by_id(*id))
+            None => (0..self.pods.len() as PodId)
+                .filter(|id| self.pods[*id as usize].is_some())
                 .collect(),
             Some(buckets) => {
-                let ids: HashSet<PodId> = buckets.sets.into_iter().flatten().copied().collect();
-                ids.into_iter()
-                    .filter_map(|id| self.pod_by_id(id))
-                    .collect()
+                let several = buckets.sets.len() > 1;
+                let mut ids: Vec<PodId> = buckets.sets.into_iter().flatten().copied().collect();
+                if several {
+                    ids.sort_unstable();
+                    ids.dedup();
+                }
+                ids
             }
         }
     }

@@ -23,10 +23,36 @@ pub use views::{NetworkSetView, PodView};
 
 pub type PodId = u32;
 
+/// Hashing for pod slots: small distinct integers, spread over the hash by one multiply.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PodIdHasher(u64);
+
+impl std::hash::Hasher for PodIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type PodIdSet = HashSet<PodId, std::hash::BuildHasherDefault<PodIdHasher>>;
+pub type PodIdMap<V> = HashMap<PodId, V, std::hash::BuildHasherDefault<PodIdHasher>>;
+
 /// One update to the index, as the object was before and is after. `None` means absent.
 #[derive(Debug, Clone)]
 pub enum Change {
+    /// `id` is the slot the pod holds in the index; a removed pod's slot may later hold
+    /// another pod, so consumers that key by it keep what they last saw there.
     Pod {
+        id: PodId,
         before: Option<Arc<Pod>>,
         after: Option<Arc<Pod>>,
     },
@@ -68,7 +94,8 @@ pub struct ClusterIndex {
     /// Label key, then value: the pods that carry it.
     pods_by_label: HashMap<String, HashMap<String, HashSet<PodId>>>,
     namespaces: BTreeMap<String, Arc<Namespace>>,
-    service_accounts: HashMap<ObjectKey, Arc<ServiceAccount>>,
+    /// Namespace, then name.
+    service_accounts: HashMap<String, HashMap<String, Arc<ServiceAccount>>>,
     network_sets: BTreeMap<NetworkSetKey, Arc<NetworkSet>>,
     tiers: BTreeMap<String, Arc<Tier>>,
     slices: HashMap<ObjectKey, Arc<ServiceSlice>>,
@@ -118,8 +145,23 @@ impl ClusterIndex {
         self.pod_ids.get(key).and_then(|id| self.pod_by_id(*id))
     }
 
-    fn pod_by_id(&self, id: PodId) -> Option<&Arc<Pod>> {
+    /// The pod in a slot, if the slot holds one now.
+    pub fn pod_by_id(&self, id: PodId) -> Option<&Arc<Pod>> {
         self.pods.get(id as usize).and_then(Option::as_ref)
+    }
+
+    pub fn pod_id(&self, key: &ObjectKey) -> Option<PodId> {
+        self.pod_ids.get(key).copied()
+    }
+
+    /// Slots of the pods with this address (more than one only while one is terminating).
+    pub fn pod_ids_with_ip(&self, ip: &IpAddr) -> &[PodId] {
+        self.pods_by_ip.get(ip).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Slots of the pods with a container port of this name.
+    pub fn pod_ids_with_port_name<'a>(&'a self, name: &str) -> impl Iterator<Item = PodId> + 'a {
+        self.pods_by_port_name.get(name).into_iter().flatten().copied()
     }
 
     fn pods_of<'a>(
@@ -136,6 +178,11 @@ impl ClusterIndex {
         namespace: &str,
     ) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
         self.pods_of(self.pods_by_namespace.get(namespace))
+    }
+
+    /// Slots of the pods of one namespace.
+    pub fn pod_ids_in_namespace<'a>(&'a self, namespace: &str) -> impl Iterator<Item = PodId> + 'a {
+        self.pods_by_namespace.get(namespace).into_iter().flatten().copied()
     }
 
     pub fn pods_on_node<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
@@ -175,12 +222,12 @@ impl ClusterIndex {
         self.namespaces.values()
     }
 
-    pub fn service_account(&self, key: &ObjectKey) -> Option<&Arc<ServiceAccount>> {
-        self.service_accounts.get(key)
+    pub fn service_account(&self, namespace: &str, name: &str) -> Option<&Arc<ServiceAccount>> {
+        self.service_accounts.get(namespace)?.get(name)
     }
 
     pub fn service_accounts(&self) -> impl Iterator<Item = &Arc<ServiceAccount>> {
-        self.service_accounts.values()
+        self.service_accounts.values().flat_map(HashMap::values)
     }
 
     pub fn network_set(&self, key: &NetworkSetKey) -> Option<&Arc<NetworkSet>> {
@@ -242,11 +289,11 @@ impl ClusterIndex {
     }
 
     pub fn pod_view<'a>(&'a self, pod: &'a Pod) -> PodView<'a> {
-        let account = pod.service_account.as_ref().and_then(|sa| {
-            self.service_accounts
-                .get(&ObjectKey::new(pod.key.namespace.clone(), sa.clone()))
-                .map(Arc::as_ref)
-        });
+        let account = pod
+            .service_account
+            .as_deref()
+            .and_then(|sa| self.service_account(&pod.key.namespace, sa))
+            .map(Arc::as_ref);
         PodView::new(
             pod,
             self.namespaces.get(&pod.key.namespace).map(Arc::as_ref),
@@ -291,6 +338,7 @@ impl ClusterIndex {
             self.link_pod(id, &pod);
             self.pods[id as usize] = Some(Arc::clone(&pod));
             return Some(Change::Pod {
+                id,
                 before,
                 after: Some(pod),
             });
@@ -306,6 +354,7 @@ impl ClusterIndex {
         self.link_pod(id, &pod);
         self.pods[id as usize] = Some(Arc::clone(&pod));
         Some(Change::Pod {
+            id,
             before: None,
             after: Some(pod),
         })
@@ -317,6 +366,7 @@ impl ClusterIndex {
         self.unlink_pod(id, &before);
         self.free_ids.push(id);
         Some(Change::Pod {
+            id,
             before: Some(before),
             after: None,
         })
@@ -424,7 +474,9 @@ impl ClusterIndex {
         let account = Arc::new(account);
         let before = self
             .service_accounts
-            .insert(account.key.clone(), Arc::clone(&account));
+            .entry(account.key.namespace.clone())
+            .or_default()
+            .insert(account.key.name.clone(), Arc::clone(&account));
         (before.as_deref() != Some(&*account)).then_some(Change::ServiceAccount {
             before,
             after: Some(account),
@@ -432,7 +484,11 @@ impl ClusterIndex {
     }
 
     pub fn remove_service_account(&mut self, key: &ObjectKey) -> Option<Change> {
-        let before = self.service_accounts.remove(key)?;
+        let in_namespace = self.service_accounts.get_mut(&key.namespace)?;
+        let before = in_namespace.remove(&key.name)?;
+        if in_namespace.is_empty() {
+            self.service_accounts.remove(&key.namespace);
+        }
         Some(Change::ServiceAccount {
             before: Some(before),
             after: None,
@@ -571,10 +627,8 @@ impl ClusterIndex {
     }
 
     pub fn replace_service_accounts(&mut self, accounts: Vec<ServiceAccount>) -> Vec<Change> {
-        let stale = stale(
-            self.service_accounts.keys().cloned(),
-            accounts.iter().map(|a| a.key.clone()),
-        );
+        let current: Vec<ObjectKey> = self.service_accounts().map(|a| a.key.clone()).collect();
+        let stale = stale(current.into_iter(), accounts.iter().map(|a| a.key.clone()));
         let mut changes: Vec<Change> = stale
             .iter()
             .filter_map(|k| self.remove_service_account(k))

@@ -29,7 +29,7 @@ fn pod_updates_report_before_and_after_and_keep_lookups_current() {
         index.upsert_pod(pod("a", "p", "n1", "10.0.0.1")).is_none(),
         "no-op update"
     );
-    let Some(Change::Pod { before, after }) = index.upsert_pod(pod("a", "p", "n2", "10.0.0.2"))
+    let Some(Change::Pod { before, after, .. }) = index.upsert_pod(pod("a", "p", "n2", "10.0.0.2"))
     else {
         panic!("expected a pod change")
     };
@@ -77,6 +77,7 @@ fn candidate_pods_come_from_the_label_index() {
         let mut out: Vec<String> = index
             .candidate_pods(selector.expr())
             .into_iter()
+            .filter_map(|id| index.pod_by_id(id))
             .map(|p| p.key.to_string())
             .collect();
         out.sort();

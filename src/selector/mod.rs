@@ -44,8 +44,40 @@ impl SelectorError {
 }
 
 /// A parsed selector. Cheap to clone; equal selectors have equal canonical text.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Selector(Arc<Expr>);
+#[derive(Clone)]
+pub struct Selector(Arc<Parsed>);
+
+/// The expression, and what is asked of it on every member of a set.
+struct Parsed {
+    expr: Expr,
+    only_pods: bool,
+}
+
+impl PartialEq for Selector {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.expr == other.0.expr
+    }
+}
+
+impl Eq for Selector {}
+
+impl std::hash::Hash for Selector {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.expr.hash(state);
+    }
+}
+
+impl PartialOrd for Selector {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Selector {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.expr.cmp(&other.0.expr)
+    }
+}
 
 impl Selector {
     /// Parses Calico selector syntax. An empty (or all-blank) selector is `all()`.
@@ -54,7 +86,10 @@ impl Selector {
     }
 
     pub fn from_expr(expr: Expr) -> Self {
-        Self(Arc::new(expr))
+        let only_pods = restrict::restrictions(&expr)
+            .iter()
+            .any(|(label, r)| label.kind() == LabelKind::Orchestrator && r.present);
+        Self(Arc::new(Parsed { expr, only_pods }))
     }
 
     pub fn all() -> Self {
@@ -62,15 +97,15 @@ impl Selector {
     }
 
     pub fn expr(&self) -> &Expr {
-        &self.0
+        &self.0.expr
     }
 
     pub fn is_all(&self) -> bool {
-        matches!(*self.0, Expr::All)
+        matches!(self.0.expr, Expr::All)
     }
 
     pub fn matches<S: LabelSource + ?Sized>(&self, source: &S) -> bool {
-        eval::matches(&self.0, source)
+        eval::matches(&self.0.expr, source)
     }
 
     /// `(a) && (b) && ...`, each operand kept whole; `all()` operands are dropped.
@@ -90,35 +125,35 @@ impl Selector {
     /// Every label name prefixed, as Calico does to namespace (`pcns.`) and service-account
     /// (`pcsa.`) selectors.
     pub fn prefixed(&self, prefix: &str) -> Self {
-        Self::from_expr(self.0.prefixed(prefix))
+        Self::from_expr(self.0.expr.prefixed(prefix))
     }
 
     /// Every `all()` replaced by `with`.
     pub fn replace_all(&self, with: Expr) -> Self {
-        Self::from_expr(self.0.replace_constant(false, &with))
+        Self::from_expr(self.0.expr.replace_constant(false, &with))
     }
 
     /// Every `global()` replaced by `with`.
     pub fn replace_global(&self, with: Expr) -> Self {
-        Self::from_expr(self.0.replace_constant(true, &with))
+        Self::from_expr(self.0.expr.replace_constant(true, &with))
     }
 
     pub fn mentions_global(&self) -> bool {
-        self.0.mentions_global()
+        self.0.expr.mentions_global()
     }
 
     pub fn restrictions(&self) -> BTreeMap<Label, Restriction> {
-        restrict::restrictions(&self.0)
+        restrict::restrictions(&self.0.expr)
     }
 
     pub fn placement(&self) -> Placement {
-        restrict::placement(&self.0)
+        restrict::placement(&self.0.expr)
     }
 
     /// The labels the selector reads.
     pub fn labels(&self) -> Vec<Label> {
         let mut out = Vec::new();
-        self.0.labels(&mut out);
+        self.0.expr.labels(&mut out);
         out.sort();
         out.dedup();
         out
@@ -127,9 +162,7 @@ impl Selector {
     /// Whether a thing with none of the pod-only labels (a network set) can never match: the
     /// selector requires `projectcalico.org/orchestrator`, which only pods carry.
     pub fn only_pods(&self) -> bool {
-        self.restrictions()
-            .iter()
-            .any(|(label, r)| label.kind() == LabelKind::Orchestrator && r.present)
+        self.0.only_pods
     }
 
     /// A Kubernetes label selector: `matchLabels` become `==`, `In`/`NotIn` become `in`/`not in`,
@@ -205,7 +238,7 @@ impl Default for Selector {
 
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        write!(f, "{}", self.0.expr)
     }
 }
 

@@ -127,8 +127,9 @@ pub fn restrictions(expr: &Expr) -> BTreeMap<Label, Restriction> {
 }
 
 /// Where an index files a selector: under the one restriction that narrows its candidates
-/// most, by a fixed ranking (an exact value before mere presence; own labels, then inherited
-/// ones, then the namespace, then the service account).
+/// most, by a fixed ranking: an exact value before mere presence; the namespace first (the
+/// selectors of namespaced policies all name theirs, and label values recur across
+/// namespaces), then own labels, inherited ones, the service account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
     Value {
@@ -144,10 +145,10 @@ pub enum Placement {
 
 fn rank(kind: LabelKind) -> Option<u8> {
     match kind {
-        LabelKind::Plain => Some(0),
-        LabelKind::FromNamespace => Some(1),
-        LabelKind::FromServiceAccount => Some(2),
-        LabelKind::Namespace => Some(3),
+        LabelKind::Namespace => Some(0),
+        LabelKind::Plain => Some(1),
+        LabelKind::FromNamespace => Some(2),
+        LabelKind::FromServiceAccount => Some(3),
         LabelKind::ServiceAccount => Some(4),
         // Every pod has it.
         LabelKind::Orchestrator => None,
