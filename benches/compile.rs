@@ -346,12 +346,11 @@ fn breakdown(index: &ClusterIndex) {
             members = offered
                 .iter()
                 .filter(|pod| {
-                    key.selector()
-                        .is_none_or(|s| {
-                    index
-                        .pod_by_id(**pod)
-                        .is_some_and(|p| s.matches(&index.pod_view(p)))
-                })
+                    key.selector().is_none_or(|s| {
+                        index
+                            .pod_by_id(**pod)
+                            .is_some_and(|p| s.matches(&index.pod_view(p)))
+                    })
                 })
                 .count();
             black_box(members);

@@ -56,7 +56,52 @@ type PolicyChainKey = (PolicyId, Direction, Family);
 #[derive(Debug)]
 struct ActivePolicyChain {
     refs: u32,
-    sets: Vec<SetRef>,
+    sets: Vec<SetId>,
+}
+
+/// An active set, compared and hashed by address: there is one Arc per active set (see
+/// [`NodeCompiler::acquire_set`]), so memberships never compare selectors.
+#[derive(Debug, Clone)]
+struct SetId(SetRef);
+
+impl PartialEq for SetId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SetId {}
+
+impl std::hash::Hash for SetId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state);
+    }
+}
+
+impl PartialOrd for SetId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SetId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        Arc::as_ptr(&self.0).cmp(&Arc::as_ptr(&other.0))
+    }
+}
+
+impl std::ops::Deref for SetId {
+    type Target = SetKey;
+
+    fn deref(&self) -> &SetKey {
+        &self.0
+    }
+}
+
+impl AsRef<SetKey> for SetId {
+    fn as_ref(&self) -> &SetKey {
+        &self.0
+    }
 }
 
 fn slot(family: Family) -> usize {
@@ -92,7 +137,7 @@ impl ActiveSet {
 #[derive(Debug)]
 struct Record<T> {
     object: Arc<T>,
-    sets: Vec<SetRef>,
+    sets: Vec<SetId>,
 }
 
 /// What to evaluate a changed pod or network set against.
@@ -100,7 +145,7 @@ enum Touch {
     /// Every set it could match or is in.
     Full,
     /// Only these sets (their selectors read the labels that changed).
-    Only(HashSet<SetRef>),
+    Only(HashSet<SetId>),
 }
 
 impl Touch {
@@ -143,12 +188,14 @@ pub struct NodeCompiler {
     state: DesiredState,
     local: BTreeMap<ObjectKey, LocalPod>,
     policy_chains: HashMap<PolicyChainKey, ActivePolicyChain>,
-    sets: HashMap<SetRef, ActiveSet>,
+    sets: HashMap<SetId, ActiveSet>,
+    /// The one id of each active set, by what it holds.
+    set_ids: HashMap<SetRef, SetId>,
     /// Active sets with a selector, for finding the sets a pod or network set can affect.
-    set_selectors: SelectorIndex<SetRef>,
+    set_selectors: SelectorIndex<SetId>,
     /// Active named-port sets over every pod, by port name.
-    sets_by_port_name: HashMap<String, Vec<SetRef>>,
-    sets_by_service: HashMap<ObjectKey, Vec<SetRef>>,
+    sets_by_port_name: HashMap<String, Vec<SetId>>,
+    sets_by_service: HashMap<ObjectKey, Vec<SetId>>,
     /// By the pod's slot in the index: what last held it.
     pod_records: PodIdMap<Record<Pod>>,
     network_set_records: HashMap<NetworkSetKey, Record<NetworkSet>>,
@@ -168,6 +215,7 @@ impl NodeCompiler {
             local: BTreeMap::new(),
             policy_chains: HashMap::new(),
             sets: HashMap::new(),
+            set_ids: HashMap::new(),
             set_selectors: SelectorIndex::new(),
             sets_by_port_name: HashMap::new(),
             sets_by_service: HashMap::new(),
@@ -268,7 +316,7 @@ impl NodeCompiler {
                         self.set_selectors.mentioning_namespace_label(k, &mut sets);
                     }
                     if !sets.is_empty() {
-                        let sets: HashSet<SetRef> = sets.into_iter().collect();
+                        let sets: HashSet<SetId> = sets.into_iter().collect();
                         for id in index.pod_ids_in_namespace(&name) {
                             Touch::merge(
                                 pod_touches.entry(id).or_default(),
@@ -300,7 +348,7 @@ impl NodeCompiler {
                     }
                     let uses = |pod: &Pod| pod.service_account.as_deref() == Some(&key.name);
                     if !sets.is_empty() {
-                        let sets: HashSet<SetRef> = sets.into_iter().collect();
+                        let sets: HashSet<SetId> = sets.into_iter().collect();
                         for id in index.pod_ids_in_namespace(&key.namespace) {
                             if index.pod_by_id(id).is_some_and(|p| uses(p)) {
                                 Touch::merge(
@@ -568,9 +616,10 @@ impl NodeCompiler {
             return;
         }
         let sets = self.write_policy_chain(index, &key);
-        for set in &sets {
-            self.acquire_set(index, set.clone(), key.2);
-        }
+        let sets: Vec<SetId> = sets
+            .into_iter()
+            .map(|set| self.acquire_set(index, set, key.2))
+            .collect();
         self.policy_chains
             .insert(key, ActivePolicyChain { refs: 1, sets });
     }
@@ -624,9 +673,10 @@ impl NodeCompiler {
                     continue;
                 }
                 let sets = self.write_policy_chain(index, &key);
-                for set in &sets {
-                    self.acquire_set(index, set.clone(), family);
-                }
+                let sets: Vec<SetId> = sets
+                    .into_iter()
+                    .map(|set| self.acquire_set(index, set, family))
+                    .collect();
                 let old = match self.policy_chains.get_mut(&key) {
                     Some(active) => std::mem::replace(&mut active.sets, sets),
                     None => Vec::new(),
@@ -640,12 +690,20 @@ impl NodeCompiler {
 
     // ---- sets ------------------------------------------------------------------------------
 
-    fn acquire_set(&mut self, index: &ClusterIndex, key: SetRef, family: Family) {
-        let newly = !self.sets.contains_key(&key);
+    /// Takes a reference on a set in `family`, building it if it is new there; returns its id.
+    fn acquire_set(&mut self, index: &ClusterIndex, key: SetRef, family: Family) -> SetId {
+        let (key, newly) = match self.set_ids.get(&key) {
+            Some(id) => (id.clone(), false),
+            None => {
+                let id = SetId(key.clone());
+                self.set_ids.insert(key, id.clone());
+                (id, true)
+            }
+        };
         let active = self.sets.entry(key.clone()).or_default();
         active.refs[slot(family)] += 1;
         if active.refs[slot(family)] > 1 {
-            return;
+            return key;
         }
         if newly {
             self.register_set(index, &key);
@@ -668,10 +726,11 @@ impl NodeCompiler {
         set.members.extend(key.static_entries(index, family));
         self.dirty.insert((family, name.clone()));
         self.state.family_mut(family).ipsets.insert(name, set);
+        key
     }
 
     /// Makes a new set's members known: the pods and network sets it selects now.
-    fn register_set(&mut self, index: &ClusterIndex, key: &SetRef) {
+    fn register_set(&mut self, index: &ClusterIndex, key: &SetId) {
         match key.as_ref() {
             SetKey::Selector(selector)
             | SetKey::NamedPort {
@@ -722,7 +781,7 @@ impl NodeCompiler {
         }
     }
 
-    fn add_pod_member(&mut self, key: &SetRef, id: PodId, pod: &Arc<Pod>) {
+    fn add_pod_member(&mut self, key: &SetId, id: PodId, pod: &Arc<Pod>) {
         if let Some(active) = self.sets.get_mut(key) {
             active.pods.insert(id);
         }
@@ -735,7 +794,7 @@ impl NodeCompiler {
         }
     }
 
-    fn add_network_set_member(&mut self, key: &SetRef, set: Arc<NetworkSet>) {
+    fn add_network_set_member(&mut self, key: &SetId, set: Arc<NetworkSet>) {
         if let Some(active) = self.sets.get_mut(key) {
             active.network_sets.insert(set.key.clone());
         }
@@ -751,7 +810,7 @@ impl NodeCompiler {
         }
     }
 
-    fn release_set(&mut self, key: &SetRef, family: Family) {
+    fn release_set(&mut self, key: &SetId, family: Family) {
         let Some(active) = self.sets.get_mut(key) else {
             return;
         };
@@ -769,6 +828,7 @@ impl NodeCompiler {
         let Some(active) = self.sets.remove(key) else {
             return;
         };
+        self.set_ids.remove(&key.0);
         match key.as_ref() {
             SetKey::Selector(selector)
             | SetKey::NamedPort {
@@ -841,7 +901,7 @@ impl NodeCompiler {
             Some(r) => (Some(r.object), r.sets),
             None => (None, Vec::new()),
         };
-        let candidates: Vec<SetRef> = match &touch {
+        let candidates: Vec<SetId> = match &touch {
             Touch::Full => {
                 let mut found = Vec::new();
                 if let Some(pod) = &current {
@@ -860,7 +920,7 @@ impl NodeCompiler {
             }
             Touch::Only(sets) => sets.iter().cloned().collect(),
         };
-        let mut new_sets: Vec<SetRef> = match touch {
+        let mut new_sets: Vec<SetId> = match touch {
             Touch::Full => Vec::new(),
             Touch::Only(_) => old_sets.clone(),
         };
@@ -919,7 +979,7 @@ impl NodeCompiler {
             Some(r) => (Some(r.object), r.sets),
             None => (None, Vec::new()),
         };
-        let candidates: Vec<SetRef> = match &touch {
+        let candidates: Vec<SetId> = match &touch {
             Touch::Full => {
                 let mut found = Vec::new();
                 if let Some(set) = &current {
@@ -933,7 +993,7 @@ impl NodeCompiler {
             }
             Touch::Only(sets) => sets.iter().cloned().collect(),
         };
-        let mut new_sets: Vec<SetRef> = match touch {
+        let mut new_sets: Vec<SetId> = match touch {
             Touch::Full => Vec::new(),
             Touch::Only(_) => old_sets.clone(),
         };
@@ -993,7 +1053,7 @@ impl NodeCompiler {
     fn contributed_by_others(
         &self,
         index: &ClusterIndex,
-        set: &SetRef,
+        set: &SetId,
         family: Family,
         entry: &SetEntry,
         pod: Option<PodId>,
@@ -1027,7 +1087,7 @@ impl NodeCompiler {
 
     fn write_entries(
         &mut self,
-        set: &SetRef,
+        set: &SetId,
         family: Family,
         remove: Vec<SetEntry>,
         add: Vec<SetEntry>,
@@ -1052,7 +1112,7 @@ impl NodeCompiler {
     fn reconcile(
         &mut self,
         index: &ClusterIndex,
-        set: &SetRef,
+        set: &SetId,
         family: Family,
         stale: Vec<SetEntry>,
         wanted: Vec<SetEntry>,
@@ -1068,7 +1128,7 @@ impl NodeCompiler {
     fn reconcile_network_set(
         &mut self,
         index: &ClusterIndex,
-        set: &SetRef,
+        set: &SetId,
         family: Family,
         stale: Vec<SetEntry>,
         wanted: Vec<SetEntry>,
@@ -1083,7 +1143,7 @@ impl NodeCompiler {
 
     /// Recomputes the sets of a Service's endpoints.
     fn refresh_service(&mut self, index: &ClusterIndex, service: &ObjectKey) {
-        let sets: Vec<SetRef> = self
+        let sets: Vec<SetId> = self
             .sets_by_service
             .get(service)
             .cloned()

@@ -26,20 +26,28 @@ impl<'a> Buckets<'a> {
 
 impl ClusterIndex {
     /// Namespace names whose labels make `key` one of `values` (any value when `None`).
-    fn namespaces_where(&self, key: &str, values: Option<&[String]>) -> Vec<&str> {
-        let wanted = |v: &str| values.is_none_or(|values| values.iter().any(|x| x == v));
-        if key == PROFILE_NAME_LABEL {
-            return self
-                .populated_namespaces()
-                .filter(|ns| wanted(ns))
-                .collect();
+    fn namespaces_where<'a>(&'a self, key: &str, values: Option<&'a [String]>) -> Vec<&'a str> {
+        let by_name = key == PROFILE_NAME_LABEL || key == NAMESPACE_NAME_LABEL;
+        let mut out: Vec<&str> = Vec::new();
+        match values {
+            // A namespace's name labels name it, with an object or without.
+            Some(values) if by_name => out.extend(values.iter().map(String::as_str)),
+            None if by_name => return self.populated_namespaces().collect(),
+            _ => {}
         }
-        self.populated_namespaces()
-            .filter(|ns| match self.namespaces.get(*ns) {
-                Some(object) => object.labels.get(key).is_some_and(|v| wanted(v)),
-                None => key == NAMESPACE_NAME_LABEL && wanted(ns),
-            })
-            .collect()
+        if let Some(by_value) = self.namespaces_by_label.get(key) {
+            match values {
+                Some(values) => {
+                    for v in values {
+                        out.extend(by_value.get(v).into_iter().flatten().map(String::as_str));
+                    }
+                }
+                None => out.extend(by_value.values().flatten().map(String::as_str)),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Namespaces holding a service account whose labels make `key` one of `values`.

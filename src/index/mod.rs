@@ -8,7 +8,7 @@
 mod candidates;
 mod views;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -94,6 +94,8 @@ pub struct ClusterIndex {
     /// Label key, then value: the pods that carry it.
     pods_by_label: HashMap<String, HashMap<String, HashSet<PodId>>>,
     namespaces: BTreeMap<String, Arc<Namespace>>,
+    /// Label key, then value: the Namespace objects that carry it.
+    namespaces_by_label: HashMap<String, HashMap<String, BTreeSet<String>>>,
     /// Namespace, then name.
     service_accounts: HashMap<String, HashMap<String, Arc<ServiceAccount>>>,
     network_sets: BTreeMap<NetworkSetKey, Arc<NetworkSet>>,
@@ -156,12 +158,19 @@ impl ClusterIndex {
 
     /// Slots of the pods with this address (more than one only while one is terminating).
     pub fn pod_ids_with_ip(&self, ip: &IpAddr) -> &[PodId] {
-        self.pods_by_ip.get(ip).map(Vec::as_slice).unwrap_or_default()
+        self.pods_by_ip
+            .get(ip)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// Slots of the pods with a container port of this name.
     pub fn pod_ids_with_port_name<'a>(&'a self, name: &str) -> impl Iterator<Item = PodId> + 'a {
-        self.pods_by_port_name.get(name).into_iter().flatten().copied()
+        self.pods_by_port_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     fn pods_of<'a>(
@@ -182,7 +191,11 @@ impl ClusterIndex {
 
     /// Slots of the pods of one namespace.
     pub fn pod_ids_in_namespace<'a>(&'a self, namespace: &str) -> impl Iterator<Item = PodId> + 'a {
-        self.pods_by_namespace.get(namespace).into_iter().flatten().copied()
+        self.pods_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     pub fn pods_on_node<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
@@ -289,16 +302,7 @@ impl ClusterIndex {
     }
 
     pub fn pod_view<'a>(&'a self, pod: &'a Pod) -> PodView<'a> {
-        let account = pod
-            .service_account
-            .as_deref()
-            .and_then(|sa| self.service_account(&pod.key.namespace, sa))
-            .map(Arc::as_ref);
-        PodView::new(
-            pod,
-            self.namespaces.get(&pod.key.namespace).map(Arc::as_ref),
-            account,
-        )
+        PodView::new(pod, self)
     }
 
     pub fn network_set_view<'a>(&'a self, set: &'a NetworkSet) -> NetworkSetView<'a> {
@@ -435,6 +439,24 @@ impl ClusterIndex {
         }
     }
 
+    fn index_namespace_labels(&mut self, namespace: &Namespace, present: bool) {
+        for (key, value) in &namespace.labels {
+            let by_value = self.namespaces_by_label.entry(key.clone()).or_default();
+            let names = by_value.entry(value.clone()).or_default();
+            if present {
+                names.insert(namespace.name.clone());
+            } else {
+                names.remove(&namespace.name);
+                if names.is_empty() {
+                    by_value.remove(value);
+                }
+                if by_value.is_empty() {
+                    self.namespaces_by_label.remove(key);
+                }
+            }
+        }
+    }
+
     pub fn upsert_namespace(&mut self, namespace: Namespace) -> Vec<Change> {
         let namespace = Arc::new(namespace);
         let before = self
@@ -443,6 +465,10 @@ impl ClusterIndex {
         if before.as_deref() == Some(&*namespace) {
             return Vec::new();
         }
+        if let Some(old) = &before {
+            self.index_namespace_labels(old, false);
+        }
+        self.index_namespace_labels(&namespace, true);
         let was = before.as_ref().is_some_and(|ns| ns.legacy_default_deny);
         let mut changes = vec![Change::Namespace {
             before,
@@ -459,6 +485,7 @@ impl ClusterIndex {
         let Some(before) = self.namespaces.remove(name) else {
             return Vec::new();
         };
+        self.index_namespace_labels(&before, false);
         let was = before.legacy_default_deny;
         let mut changes = vec![Change::Namespace {
             before: Some(before),

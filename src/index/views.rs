@@ -1,6 +1,7 @@
 //! Pods and network sets as Calico's selectors see them: own labels, the labels Calico derives,
 //! and the labels inherited from the namespace (`pcns.`) and the service account (`pcsa.`).
 
+use super::ClusterIndex;
 use crate::model::{Namespace, NetworkSet, Pod, ServiceAccount, NAMESPACE_NAME_LABEL};
 use crate::selector::{LabelSource, PROFILE_NAME_LABEL, SERVICE_ACCOUNT_LABEL};
 
@@ -27,23 +28,29 @@ fn for_each_namespace_label(name: &str, object: Option<&Namespace>, f: &mut dyn 
     f(PROFILE_NAME_LABEL, name);
 }
 
+/// A pod's labels as selectors see them. The namespace and service account are looked up only
+/// when a selector reads an inherited label: most selectors never do.
 pub struct PodView<'a> {
     pod: &'a Pod,
-    namespace: Option<&'a Namespace>,
-    account: Option<&'a ServiceAccount>,
+    index: &'a ClusterIndex,
 }
 
 impl<'a> PodView<'a> {
-    pub fn new(
-        pod: &'a Pod,
-        namespace: Option<&'a Namespace>,
-        account: Option<&'a ServiceAccount>,
-    ) -> Self {
-        Self {
-            pod,
-            namespace,
-            account,
-        }
+    pub fn new(pod: &'a Pod, index: &'a ClusterIndex) -> Self {
+        Self { pod, index }
+    }
+
+    fn namespace_object(&self) -> Option<&'a Namespace> {
+        self.index
+            .namespace(&self.pod.key.namespace)
+            .map(|ns| ns.as_ref())
+    }
+
+    fn account(&self) -> Option<&'a ServiceAccount> {
+        let name = self.pod.service_account.as_deref()?;
+        self.index
+            .service_account(&self.pod.key.namespace, name)
+            .map(|sa| sa.as_ref())
     }
 }
 
@@ -68,7 +75,7 @@ impl LabelSource for PodView<'_> {
     }
 
     fn namespace_label(&self, key: &str) -> Option<&str> {
-        namespace_label(&self.pod.key.namespace, self.namespace, key)
+        namespace_label(&self.pod.key.namespace, self.namespace_object(), key)
     }
 
     fn service_account_label(&self, key: &str) -> Option<&str> {
@@ -76,7 +83,7 @@ impl LabelSource for PodView<'_> {
         if key == PROFILE_NAME_LABEL {
             return Some(name);
         }
-        self.account?.labels.get(key).map(String::as_str)
+        self.account()?.labels.get(key).map(String::as_str)
     }
 
     fn for_each_own(&self, f: &mut dyn FnMut(&str, &str)) {
@@ -89,14 +96,14 @@ impl LabelSource for PodView<'_> {
     }
 
     fn for_each_namespace_label(&self, f: &mut dyn FnMut(&str, &str)) {
-        for_each_namespace_label(&self.pod.key.namespace, self.namespace, f);
+        for_each_namespace_label(&self.pod.key.namespace, self.namespace_object(), f);
     }
 
     fn for_each_service_account_label(&self, f: &mut dyn FnMut(&str, &str)) {
         let Some(name) = self.pod.service_account.as_deref() else {
             return;
         };
-        if let Some(account) = self.account {
+        if let Some(account) = self.account() {
             account.labels.iter().for_each(|(k, v)| f(k, v));
         }
         f(PROFILE_NAME_LABEL, name);
