@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -30,9 +31,13 @@ use palisade::render::full_text;
 #[path = "support/cluster.rs"]
 mod cluster;
 
+#[path = "support/calico.rs"]
+mod calico;
+
 use cluster::{LabelToggle, LOCAL_NODE};
 
 const COLD_COMPILE_TARGET: Duration = Duration::from_millis(300);
+const CALICO_COLD_COMPILE_TARGET: Duration = Duration::from_millis(150);
 const LABEL_CHANGE_TARGET: Duration = Duration::from_micros(100);
 
 /// Sample settings of one benchmark.
@@ -425,9 +430,17 @@ fn render(state: &DesiredState) -> (String, String) {
     )
 }
 
+/// One cluster to bench: its name (a prefix of the bench names), and its targets.
+struct Variant {
+    name: &'static str,
+    prefix: &'static str,
+    cold_target: Duration,
+}
+
 fn main() {
     let quick = std::env::var("PALISADE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let small = std::env::var("PALISADE_BENCH_CLUSTER").is_ok_and(|v| v == "small");
+    let only = std::env::var("PALISADE_BENCH_VARIANT").ok();
     let mut params = if small {
         cluster::ClusterParams::small()
     } else {
@@ -441,17 +454,69 @@ fn main() {
     }
     let size = if small { "small" } else { "large" };
     let mode = if quick { "quick" } else { "full" };
+    let mut c = Criterion::default()
+        .nresamples(if quick { 10_000 } else { 100_000 })
+        .configure_from_args();
+    let variants = [
+        Variant {
+            name: "kubernetes",
+            prefix: "",
+            cold_target: COLD_COMPILE_TARGET,
+        },
+        Variant {
+            name: "calico",
+            prefix: "calico_",
+            cold_target: CALICO_COLD_COMPILE_TARGET,
+        },
+    ];
+    let mut summaries = Vec::new();
+    for variant in variants {
+        if only.as_deref().is_some_and(|o| o != variant.name) {
+            continue;
+        }
+        let (next, summary) = run_variant(c, &variant, &params, quick, size, mode, small);
+        c = next;
+        summaries.push(summary);
+    }
+    c.final_summary();
+    for summary in summaries {
+        println!();
+        print!("{summary}");
+    }
+}
 
+#[allow(clippy::too_many_arguments)]
+fn run_variant(
+    mut c: Criterion,
+    variant: &Variant,
+    params: &cluster::ClusterParams,
+    quick: bool,
+    size: &str,
+    mode: &str,
+    small: bool,
+) -> (Criterion, String) {
+    let prefix = variant.prefix;
     // ---- the cluster, generated once and shared --------------------------------------------
     let start = Instant::now();
-    let objects = cluster::generate(&params);
+    let objects = cluster::generate(params);
+    let calico_objects = if variant.name == "calico" {
+        let calico_params = if small {
+            calico::CalicoParams::small()
+        } else {
+            calico::CalicoParams::large()
+        };
+        calico::generate(&objects, &calico_params)
+    } else {
+        Vec::new()
+    };
     let generate_time = start.elapsed();
     let start = Instant::now();
     let mut index = objects.build_index();
+    calico::add_to_index(&mut index, &calico_objects);
     let index_time = start.elapsed();
     println!(
-        "palisade compile bench: {size} cluster (seed {:#x}), {mode} mode",
-        params.seed
+        "palisade compile bench: {size} {} cluster (seed {:#x}), {mode} mode",
+        variant.name, params.seed
     );
     println!("cluster: {}", cluster::describe_index(&index));
     println!(
@@ -521,14 +586,11 @@ fn main() {
             .max(first_compile.mul_f64(cold.samples as f64 * 1.3)),
         ..cold
     };
-    let mut c = Criterion::default()
-        .nresamples(if quick { 10_000 } else { 100_000 })
-        .configure_from_args();
 
     // ---- cold compile ----------------------------------------------------------------------
     let mut cold_rec = Recorded::new(cold.samples);
     c = cold.apply(c);
-    c.bench_function("cold_compile_node", |b| {
+    c.bench_function(&format!("{prefix}cold_compile_node"), |b| {
         b.iter_custom(|iters| {
             let mut total = Timing::default();
             for _ in 0..iters {
@@ -546,7 +608,7 @@ fn main() {
     // ---- render ----------------------------------------------------------------------------
     let mut render_rec = Recorded::new(render_settings.samples);
     c = render_settings.apply(c);
-    c.bench_function("render_node", |b| {
+    c.bench_function(&format!("{prefix}render_node"), |b| {
         b.iter_custom(|iters| {
             let mut total = Timing::default();
             for _ in 0..iters {
@@ -566,8 +628,8 @@ fn main() {
     let mut local_rec = Recorded::new(change.samples);
     c = change.apply(c);
     for (name, local, rec) in [
-        ("pod_label_change_remote", false, &mut remote_rec),
-        ("pod_label_change_local", true, &mut local_rec),
+        (format!("{prefix}pod_label_change_remote"), false, &mut remote_rec),
+        (format!("{prefix}pod_label_change_local"), true, &mut local_rec),
     ] {
         let Some(toggle_spec) = cluster::label_toggle(&index, LOCAL_NODE, local) else {
             checks.push(format!("{name}: no suitable pod found"));
@@ -580,7 +642,7 @@ fn main() {
             &state,
         ));
         let mut next_b = true;
-        c.bench_function(name, |b| {
+        c.bench_function(&name, |b| {
             b.iter_custom(|iters| {
                 let timing = toggle(&mut index, &mut compiler, &toggle_spec, &mut next_b, iters);
                 rec.push(timing, iters);
@@ -591,13 +653,16 @@ fn main() {
     }
     let consistent = compiler.state() == &state;
 
-    c.final_summary();
-
     // ---- summary ---------------------------------------------------------------------------
-    println!();
-    println!("==== palisade compile bench summary ({size} cluster, {mode} mode) ====");
-    println!("cluster:               {}", cluster::describe_index(&index));
-    println!(
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "==== palisade compile bench summary ({size} {} cluster, {mode} mode) ====",
+        variant.name
+    );
+    let _ = writeln!(out, "cluster:               {}", cluster::describe_index(&index));
+    let _ = writeln!(
+        out,
         "index build:           {} ({} pods, {} namespaces, {} policies; generation {})",
         format_secs(index_time.as_secs_f64()),
         index.pod_count(),
@@ -605,15 +670,18 @@ fn main() {
         index.policy_count(),
         format_secs(generate_time.as_secs_f64())
     );
-    println!(
+    let _ = writeln!(
+        out,
         "{LOCAL_NODE} state:         {}",
         cluster::describe_state(&state)
     );
-    println!(
+    let _ = writeln!(
+        out,
         "{}",
-        summary_line("cold compile:", &cold_rec, Some(COLD_COMPILE_TARGET))
+        summary_line("cold compile:", &cold_rec, Some(variant.cold_target))
     );
-    println!(
+    let _ = writeln!(
+        out,
         "{}",
         summary_line(
             "label change remote:",
@@ -621,17 +689,20 @@ fn main() {
             Some(LABEL_CHANGE_TARGET)
         )
     );
-    println!(
+    let _ = writeln!(
+        out,
         "{}",
         summary_line("label change local:", &local_rec, Some(LABEL_CHANGE_TARGET))
     );
-    println!(
+    let _ = writeln!(
+        out,
         "{}  ({} KiB)",
         summary_line("render node:", &render_rec, None),
         rendered_bytes / 1024
     );
     for check in checks {
-        println!("toggle {check}");
+        let _ = writeln!(out, "toggle {check}");
     }
-    println!("state after all toggles == initial cold compile: {consistent}");
+    let _ = writeln!(out, "state after all toggles == initial cold compile: {consistent}");
+    (c, out)
 }
