@@ -18,8 +18,8 @@
 //! - `PALISADE_BENCH_BREAKDOWN=1`: also print where a cold compile spends its time, per set.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hint::black_box;
 use std::fmt::Write as _;
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -340,22 +340,29 @@ fn breakdown(index: &ClusterIndex) {
         let (mut members, mut candidates) = (0, 0);
         for _ in 0..3 {
             let start = Instant::now();
-            let offered: Vec<_> = match key.selector() {
-                Some(selector) => index.candidate_pods(selector.expr()),
+            // Exact candidates are members without evaluation, as the compiler takes them.
+            let (offered, exact): (Vec<_>, bool) = match key.selector() {
+                Some(selector) => {
+                    let found = index.candidate_pods(selector.expr());
+                    (found.ids, found.exact)
+                }
                 None => match key {
-                    SetKey::NamedPort { name, .. } => index.pod_ids_with_port_name(name).collect(),
-                    _ => Vec::new(),
+                    SetKey::NamedPort { name, .. } => {
+                        (index.pod_ids_with_port_name(name).collect(), true)
+                    }
+                    _ => (Vec::new(), true),
                 },
             };
             candidates = offered.len();
             members = offered
                 .iter()
                 .filter(|pod| {
-                    key.selector().is_none_or(|s| {
-                        index
-                            .pod_by_id(**pod)
-                            .is_some_and(|p| s.matches(&index.pod_view(p)))
-                    })
+                    exact
+                        || key.selector().is_none_or(|s| {
+                            index
+                                .pod_by_id(**pod)
+                                .is_some_and(|p| s.matches(&index.pod_view(p)))
+                        })
                 })
                 .count();
             black_box(members);
@@ -628,8 +635,16 @@ fn run_variant(
     let mut local_rec = Recorded::new(change.samples);
     c = change.apply(c);
     for (name, local, rec) in [
-        (format!("{prefix}pod_label_change_remote"), false, &mut remote_rec),
-        (format!("{prefix}pod_label_change_local"), true, &mut local_rec),
+        (
+            format!("{prefix}pod_label_change_remote"),
+            false,
+            &mut remote_rec,
+        ),
+        (
+            format!("{prefix}pod_label_change_local"),
+            true,
+            &mut local_rec,
+        ),
     ] {
         let Some(toggle_spec) = cluster::label_toggle(&index, LOCAL_NODE, local) else {
             checks.push(format!("{name}: no suitable pod found"));
@@ -660,7 +675,11 @@ fn run_variant(
         "==== palisade compile bench summary ({size} {} cluster, {mode} mode) ====",
         variant.name
     );
-    let _ = writeln!(out, "cluster:               {}", cluster::describe_index(&index));
+    let _ = writeln!(
+        out,
+        "cluster:               {}",
+        cluster::describe_index(&index)
+    );
     let _ = writeln!(
         out,
         "index build:           {} ({} pods, {} namespaces, {} policies; generation {})",
@@ -703,6 +722,9 @@ fn run_variant(
     for check in checks {
         let _ = writeln!(out, "toggle {check}");
     }
-    let _ = writeln!(out, "state after all toggles == initial cold compile: {consistent}");
+    let _ = writeln!(
+        out,
+        "state after all toggles == initial cold compile: {consistent}"
+    );
     (c, out)
 }

@@ -86,17 +86,21 @@ fn network_sets(rng: &mut Rng, tenants: &[Tenant], count: usize) -> Vec<Value> {
             // Global: shared blocklists, cloud ranges, partners.
             let kind = ["blocklist", "cloud", "partner"][i % 3];
             let region = ["eu", "us", "ap"][rng.below(3)];
-            out.push(json!({"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSet",
+            out.push(
+                json!({"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSet",
                 "metadata": {"name": format!("global-{kind}-{i}"),
                     "labels": {"kind": kind, "region": region}},
-                "spec": {"nets": nets}}));
+                "spec": {"nets": nets}}),
+            );
         } else {
             let tenant = &tenants[rng.below(tenants.len())];
             let kind = ["partner", "saas", "legacy"][rng.below(3)];
-            out.push(json!({"apiVersion": "projectcalico.org/v3", "kind": "NetworkSet",
+            out.push(
+                json!({"apiVersion": "projectcalico.org/v3", "kind": "NetworkSet",
                 "metadata": {"name": format!("{kind}-{i}"), "namespace": tenant.name,
                     "labels": {"kind": kind, "team": tenant.team}},
-                "spec": {"nets": nets}}));
+                "spec": {"nets": nets}}),
+            );
         }
     }
     out
@@ -118,61 +122,61 @@ fn global_policy(rng: &mut Rng, i: usize, teams: &[String]) -> Value {
         0 => (
             "security",
             json!({"order": 10 + i, "selector": format!("env == 'prod' && tier in {{'frontend', 'backend'}} && team == '{team}'"),
-                "types": ["Egress"],
-                "egress": [
-                    {"action": "Deny", "destination": {"selector": "kind == 'blocklist'"}},
-                    {"action": "Pass"},
-                ]}),
+            "types": ["Egress"],
+            "egress": [
+                {"action": "Deny", "destination": {"selector": "kind == 'blocklist'"}},
+                {"action": "Pass"},
+            ]}),
         ),
         1 => (
             "security",
             json!({"order": 10 + i, "namespaceSelector": format!("team == '{team}'"),
-                "selector": "has(app)", "types": ["Ingress"],
-                "ingress": [
-                    {"action": "Log", "source": {"selector": "kind == 'blocklist'"}},
-                    {"action": "Deny", "source": {"selector": "kind == 'blocklist'"}},
-                    {"action": "Pass"},
-                ]}),
+            "selector": "has(app)", "types": ["Ingress"],
+            "ingress": [
+                {"action": "Log", "source": {"selector": "kind == 'blocklist'"}},
+                {"action": "Deny", "source": {"selector": "kind == 'blocklist'"}},
+                {"action": "Pass"},
+            ]}),
         ),
         2 => (
             "platform",
             json!({"order": 100 + i, "namespaceSelector": format!("team == '{team}' && env != 'dev'"), "types": ["Ingress"],
-                "ingress": [
-                    {"action": "Allow", "protocol": "TCP",
-                     "source": {"namespaceSelector": "purpose == 'system'",
-                                "selector": "app.kubernetes.io/name == 'prometheus' || k8s-app == 'kube-dns'"},
-                     "destination": {"ports": ["metrics", 9090]}},
-                    {"action": "Pass"},
-                ]}),
+            "ingress": [
+                {"action": "Allow", "protocol": "TCP",
+                 "source": {"namespaceSelector": "purpose == 'system'",
+                            "selector": "app.kubernetes.io/name == 'prometheus' || k8s-app == 'kube-dns'"},
+                 "destination": {"ports": ["metrics", 9090]}},
+                {"action": "Pass"},
+            ]}),
         ),
         3 => (
             "platform",
             json!({"order": 100 + i, "selector": format!("tier != 'db' && team == '{team}'"), "types": ["Egress"],
-                "egress": [
-                    {"action": "Allow", "protocol": "UDP",
-                     "destination": {"namespaceSelector": "projectcalico.org/name == 'kube-system'",
-                                     "selector": "k8s-app == 'kube-dns'", "ports": [53]}},
-                    {"action": "Pass"},
-                ]}),
+            "egress": [
+                {"action": "Allow", "protocol": "UDP",
+                 "destination": {"namespaceSelector": "projectcalico.org/name == 'kube-system'",
+                                 "selector": "k8s-app == 'kube-dns'", "ports": [53]}},
+                {"action": "Pass"},
+            ]}),
         ),
         4 => (
             "security",
             json!({"order": 10 + i, "selector": format!("team == '{team}' && !has(track)"),
-                "types": ["Ingress", "Egress"],
-                "ingress": [{"action": "Pass", "source": {"selector": format!("team == '{team}' || has(pcns.istio-injection)")}}],
-                "egress": [
-                    {"action": "Deny", "destination": {"nets": ["169.254.169.254/32"]}},
-                    {"action": "Pass"},
-                ]}),
+            "types": ["Ingress", "Egress"],
+            "ingress": [{"action": "Pass", "source": {"selector": format!("team == '{team}' || has(pcns.istio-injection)")}}],
+            "egress": [
+                {"action": "Deny", "destination": {"nets": ["169.254.169.254/32"]}},
+                {"action": "Pass"},
+            ]}),
         ),
         _ => (
             "platform",
             json!({"order": 100 + i, "selector": "tier == 'db' || tier == 'cache'",
-                "types": ["Ingress"],
-                "ingress": [
-                    {"action": "Allow", "source": {"selector": format!("team == '{team}' && tier in {{'backend', 'frontend'}}")}},
-                    {"action": "Pass"},
-                ]}),
+            "types": ["Ingress"],
+            "ingress": [
+                {"action": "Allow", "source": {"selector": format!("team == '{team}' && tier in {{'backend', 'frontend'}}")}},
+                {"action": "Pass"},
+            ]}),
         ),
     };
     let mut spec = spec;
@@ -189,34 +193,36 @@ fn tenant_policy(rng: &mut Rng, i: usize, tenant: &Tenant, tenants: &[Tenant]) -
     let order = [Some(100.0), Some(500.0), Some(900.0), None][rng.below(4)];
     let spec = match i % 5 {
         0 => json!({"selector": format!("app == '{app}'"), "types": ["Ingress"],
-            "ingress": [
-                {"action": "Allow", "protocol": "TCP",
-                 "source": {"selector": format!("app in {{'{other}', '{app}'}} || tier == 'frontend'")},
-                 "destination": {"ports": ["http", 8080]}},
-                {"action": "Deny"},
-            ]}),
+        "ingress": [
+            {"action": "Allow", "protocol": "TCP",
+             "source": {"selector": format!("app in {{'{other}', '{app}'}} || tier == 'frontend'")},
+             "destination": {"ports": ["http", 8080]}},
+            {"action": "Deny"},
+        ]}),
         1 => json!({"selector": "tier != 'db'", "types": ["Egress"],
-            "egress": [
-                {"action": "Allow", "destination": {"selector": "kind == 'partner' || kind == 'saas'"}},
-                {"action": "Allow", "destination": {"namespaceSelector": format!("team == '{}'", tenant.team)}},
-            ]}),
+        "egress": [
+            {"action": "Allow", "destination": {"selector": "kind == 'partner' || kind == 'saas'"}},
+            {"action": "Allow", "destination": {"namespaceSelector": format!("team == '{}'", tenant.team)}},
+        ]}),
         2 => json!({"selector": format!("app == '{app}' && has(version)"), "types": ["Ingress"],
-            "ingress": [
-                {"action": "Allow", "source": {"namespaceSelector": format!("team == '{peer_team}' && env != 'dev'"),
-                                               "selector": "tier == 'backend'"}},
-            ]}),
+        "ingress": [
+            {"action": "Allow", "source": {"namespaceSelector": format!("team == '{peer_team}' && env != 'dev'"),
+                                           "selector": "tier == 'backend'"}},
+        ]}),
         3 => json!({"selector": "has(app)", "types": ["Ingress", "Egress"],
-            "ingress": [{"action": "Allow", "source": {"selector": "all()"}}],
-            "egress": [
-                {"action": "Deny", "protocol": "TCP", "destination": {"notNets": ["10.0.0.0/8"], "notPorts": [443, "8000:8999"]}},
-                {"action": "Allow"},
-            ]}),
-        _ => json!({"selector": format!("app == '{app}' || app == '{other}'"), "types": ["Ingress"],
+        "ingress": [{"action": "Allow", "source": {"selector": "all()"}}],
+        "egress": [
+            {"action": "Deny", "protocol": "TCP", "destination": {"notNets": ["10.0.0.0/8"], "notPorts": [443, "8000:8999"]}},
+            {"action": "Allow"},
+        ]}),
+        _ => {
+            json!({"selector": format!("app == '{app}' || app == '{other}'"), "types": ["Ingress"],
             "ingress": [
                 {"action": "Log", "protocol": "TCP", "source": {"notSelector": format!("env == '{}'", tenant.env)}},
                 {"action": "Allow", "protocol": "TCP", "source": {"selector": "role == 'replica'"},
                  "destination": {"ports": ["postgres", "mysql", "redis"]}},
-            ]}),
+            ]})
+        }
     };
     let mut spec = spec;
     if let Some(order) = order {
@@ -255,7 +261,8 @@ pub fn add_to_index(index: &mut ClusterIndex, objects: &[Value]) {
     for object in objects {
         let group = ApiGroup::of(object["apiVersion"].as_str().unwrap_or_default())
             .expect("a Calico API version");
-        let kind = CalicoKind::of(object["kind"].as_str().unwrap_or_default()).expect("a Calico kind");
+        let kind =
+            CalicoKind::of(object["kind"].as_str().unwrap_or_default()).expect("a Calico kind");
         match calico::convert(group, kind, object, &mut Vec::new()) {
             Ok(CalicoResource::Policy(p)) => {
                 index.upsert_policy(p);

@@ -705,32 +705,42 @@ impl NodeCompiler {
         if active.refs[slot(family)] > 1 {
             return key;
         }
-        if newly {
-            self.register_set(index, &key);
-        }
         let name = key.name(family);
         let mut set = key.empty(family);
-        if let Some(active) = self.sets.get(&key) {
+        // Gathered first and built in one go: a bulk build of a sorted list is several times
+        // cheaper than inserting tens of thousands of entries one by one.
+        let mut entries = key.static_entries(index, family);
+        if newly {
+            self.register_set(index, &key, family, &mut entries);
+        } else if let Some(active) = self.sets.get(&key) {
+            entries.reserve(active.pods.len());
             for pod in &active.pods {
                 if let Some(record) = self.pod_records.get(pod) {
-                    set.members.extend(key.pod_entries(&record.object, family));
+                    key.extend_pod_entries(&record.object, family, &mut entries);
                 }
             }
             for network_set in &active.network_sets {
                 if let Some(record) = self.network_set_records.get(network_set) {
-                    set.members
-                        .extend(key.network_set_entries(&record.object, family));
+                    entries.extend(key.network_set_entries(&record.object, family));
                 }
             }
         }
-        set.members.extend(key.static_entries(index, family));
+        entries.sort_unstable();
+        set.members = entries.into_iter().collect();
         self.dirty.insert((family, name.clone()));
         self.state.family_mut(family).ipsets.insert(name, set);
         key
     }
 
-    /// Makes a new set's members known: the pods and network sets it selects now.
-    fn register_set(&mut self, index: &ClusterIndex, key: &SetId) {
+    /// Makes a new set's members known: the pods and network sets it selects now. Their
+    /// entries in `family` go to `entries`, read while each member is at hand.
+    fn register_set(
+        &mut self,
+        index: &ClusterIndex,
+        key: &SetId,
+        family: Family,
+        entries: &mut Vec<SetEntry>,
+    ) {
         match key.as_ref() {
             SetKey::Selector(selector)
             | SetKey::NamedPort {
@@ -738,13 +748,23 @@ impl NodeCompiler {
                 ..
             } => {
                 self.set_selectors.insert(key.clone(), selector);
-                for id in index.candidate_pods(selector.expr()) {
+                let candidates = index.candidate_pods(selector.expr());
+                let mut members = Vec::with_capacity(candidates.ids.len());
+                for id in candidates.ids {
                     if let Some(pod) = index.pod_by_id(id) {
-                        if selector.matches(&index.pod_view(pod)) {
-                            self.add_pod_member(key, id, pod);
+                        let selected = candidates.exact || selector.matches(&index.pod_view(pod));
+                        debug_assert_eq!(
+                            selected,
+                            selector.matches(&index.pod_view(pod)),
+                            "exact candidates of {selector} hold {}",
+                            pod.key
+                        );
+                        if selected {
+                            members.push((id, pod));
                         }
                     }
                 }
+                self.add_pod_members(key, family, &members, entries);
                 if key.takes_network_sets() {
                     let sets: Vec<Arc<NetworkSet>> = index
                         .network_sets()
@@ -752,6 +772,7 @@ impl NodeCompiler {
                         .cloned()
                         .collect();
                     for set in sets {
+                        entries.extend(key.network_set_entries(&set, family));
                         self.add_network_set_member(key, set);
                     }
                 }
@@ -765,11 +786,11 @@ impl NodeCompiler {
                     .entry(name.clone())
                     .or_default()
                     .push(key.clone());
-                for id in index.pod_ids_with_port_name(name) {
-                    if let Some(pod) = index.pod_by_id(id) {
-                        self.add_pod_member(key, id, pod);
-                    }
-                }
+                let members: Vec<(PodId, &Arc<Pod>)> = index
+                    .pod_ids_with_port_name(name)
+                    .filter_map(|id| Some((id, index.pod_by_id(id)?)))
+                    .collect();
+                self.add_pod_members(key, family, &members, entries);
             }
             SetKey::Service { service, .. } => {
                 self.sets_by_service
@@ -781,15 +802,27 @@ impl NodeCompiler {
         }
     }
 
-    fn add_pod_member(&mut self, key: &SetId, id: PodId, pod: &Arc<Pod>) {
+    /// Records that a new set holds `members` (each offered once) and appends their entries in
+    /// `family` to `entries`.
+    fn add_pod_members(
+        &mut self,
+        key: &SetId,
+        family: Family,
+        members: &[(PodId, &Arc<Pod>)],
+        entries: &mut Vec<SetEntry>,
+    ) {
+        entries.reserve(members.len());
         if let Some(active) = self.sets.get_mut(key) {
-            active.pods.insert(id);
+            active.pods.reserve(members.len());
+            active.pods.extend(members.iter().map(|(id, _)| *id));
         }
-        let record = self.pod_records.entry(id).or_insert_with(|| Record {
-            object: Arc::clone(pod),
-            sets: Vec::new(),
-        });
-        if !record.sets.contains(key) {
+        for (id, pod) in members {
+            key.extend_pod_entries(pod, family, entries);
+            let record = self.pod_records.entry(*id).or_insert_with(|| Record {
+                object: Arc::clone(pod),
+                sets: Vec::new(),
+            });
+            debug_assert!(!record.sets.contains(key), "{} offered twice", pod.key);
             record.sets.push(key.clone());
         }
     }

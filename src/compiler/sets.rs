@@ -158,24 +158,28 @@ impl SetKey {
 
     /// The entries a member pod gives this set.
     pub fn pod_entries(&self, pod: &Pod, family: Family) -> Vec<SetEntry> {
+        let mut out = Vec::new();
+        self.extend_pod_entries(pod, family, &mut out);
+        out
+    }
+
+    /// Appends the entries a member pod gives this set to `out`.
+    pub fn extend_pod_entries(&self, pod: &Pod, family: Family, out: &mut Vec<SetEntry>) {
         match self {
             SetKey::Selector(_) => {
                 let hash_net = self.kind() == IpSetKind::HashNet;
-                pod.ips_of(family)
-                    .map(|ip| {
-                        if hash_net {
-                            SetEntry::Net {
-                                net: IpNetwork::from(ip),
-                                nomatch: false,
-                            }
-                        } else {
-                            SetEntry::Ip(ip)
+                out.extend(pod.ips_of(family).map(|ip| {
+                    if hash_net {
+                        SetEntry::Net {
+                            net: IpNetwork::from(ip),
+                            nomatch: false,
                         }
-                    })
-                    .collect()
+                    } else {
+                        SetEntry::Ip(ip)
+                    }
+                }));
             }
             SetKey::NamedPort { name, protocol, .. } => {
-                let mut out = Vec::new();
                 for port in &pod.named_ports {
                     if port.name != *name || protocol.is_some_and(|p| p != port.protocol) {
                         continue;
@@ -186,9 +190,8 @@ impl SetKey {
                         port: port.port,
                     }));
                 }
-                out
             }
-            SetKey::Nets { .. } | SetKey::Service { .. } => Vec::new(),
+            SetKey::Nets { .. } | SetKey::Service { .. } => {}
         }
     }
 

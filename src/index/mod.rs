@@ -19,6 +19,7 @@ use crate::model::{
 };
 use crate::selector::{Labels, SelectorIndex};
 
+pub use candidates::Candidates;
 pub use views::{NetworkSetView, PodView};
 
 pub type PodId = u32;

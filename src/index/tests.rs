@@ -76,6 +76,7 @@ fn candidate_pods_come_from_the_label_index() {
         let selector = Selector::parse(text).unwrap();
         let mut out: Vec<String> = index
             .candidate_pods(selector.expr())
+            .ids
             .into_iter()
             .filter_map(|id| index.pod_by_id(id))
             .map(|p| p.key.to_string())
@@ -146,4 +147,50 @@ fn policies_selecting_a_pod_come_from_the_selector_index() {
         .collect();
     names.sort();
     assert_eq!(names, ["all", "web"]);
+}
+
+/// Exact candidates are taken without evaluation, so each must match; an inexact list is
+/// evaluated and may hold more.
+#[test]
+fn candidates_are_exact_only_when_every_one_matches() {
+    let mut index = ClusterIndex::new();
+    index.upsert_namespace(Namespace {
+        name: "b".into(),
+        labels: Labels::from([("team".to_string(), "x".to_string())]),
+        legacy_default_deny: false,
+    });
+    index.upsert_pod(labelled(
+        pod("a", "web", "n1", "10.0.0.1"),
+        &[("app", "web")],
+    ));
+    index.upsert_pod(labelled(pod("b", "db", "n1", "10.0.0.2"), &[("app", "db")]));
+    let check = |index: &ClusterIndex, text: &str| -> bool {
+        let selector = Selector::parse(text).unwrap();
+        let found = index.candidate_pods(selector.expr());
+        let matching = found
+            .ids
+            .iter()
+            .filter_map(|id| index.pod_by_id(*id))
+            .filter(|p| selector.matches(&index.pod_view(p)))
+            .count();
+        if found.exact {
+            assert_eq!(matching, found.ids.len(), "{text}: exact but not all match");
+        }
+        found.exact
+    };
+    assert!(check(&index, "app == 'web'"));
+    assert!(check(&index, "app in {'web', 'db'} || pcns.team == 'x'"));
+    assert!(check(&index, "has(app)"));
+    assert!(check(&index, "projectcalico.org/namespace == 'a'"));
+    assert!(check(&index, "all()"));
+    assert!(!check(&index, "app starts with 'w'"));
+    assert!(!check(&index, "app == 'web' && has(tier)"));
+    assert!(!check(&index, "app != 'web'"));
+    assert!(check(&index, "pcns.team == 'x'"));
+    // A pod's own `pcns.team` hides its namespace's: the namespace's pods no longer all match.
+    index.upsert_pod(labelled(
+        pod("b", "odd", "n1", "10.0.0.3"),
+        &[("pcns.team", "y")],
+    ));
+    assert!(!check(&index, "pcns.team == 'x'"));
 }
