@@ -750,9 +750,9 @@ impl NodeCompiler {
                 self.set_selectors.insert(key.clone(), selector);
                 let candidates = index.candidate_pods(selector.expr());
                 let mut members = Vec::with_capacity(candidates.ids.len());
-                for id in candidates.ids {
+                for &id in &candidates.ids {
                     if let Some(pod) = index.pod_by_id(id) {
-                        let selected = candidates.exact || selector.matches(&index.pod_view(pod));
+                        let selected = candidates.selects(selector, &index.pod_view(pod));
                         debug_assert_eq!(
                             selected,
                             selector.matches(&index.pod_view(pod)),

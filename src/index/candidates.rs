@@ -12,31 +12,74 @@
 
 use std::collections::HashSet;
 
+use super::views::NamespaceView;
 use super::{ClusterIndex, PodId};
 use crate::model::NAMESPACE_NAME_LABEL;
-use crate::selector::{Expr, Label, LabelKind, PROFILE_NAME_LABEL};
+use crate::selector::{Expr, Label, LabelKind, LabelSource, Selector, PROFILE_NAME_LABEL};
+
+/// What a candidate still has to satisfy once the buckets have picked it.
+#[derive(Debug, Clone)]
+pub enum Rest {
+    /// Nothing: the buckets hold exactly the matching pods.
+    Nothing,
+    /// These terms of the selector (the rest are proven by the buckets).
+    Terms(Selector),
+    /// The whole selector.
+    Whole,
+}
+
+impl Rest {
+    /// The rest after `chosen` proved one term of an `&&` whose other terms are `others`.
+    fn and(chosen: Rest, others: Vec<Expr>) -> Rest {
+        let mut terms = others;
+        match chosen {
+            Rest::Nothing => {}
+            Rest::Terms(more) => terms.push(more.expr().clone()),
+            Rest::Whole => return Rest::Whole,
+        }
+        if terms.is_empty() {
+            Rest::Nothing
+        } else {
+            Rest::Terms(Selector::from_expr(Expr::and(terms)))
+        }
+    }
+}
 
 /// Pod id buckets whose union holds every pod that can match.
 struct Buckets<'a> {
     sets: Vec<&'a HashSet<PodId>>,
     size: usize,
-    /// Whether every pod in them matches too.
-    exact: bool,
+    rest: Rest,
 }
 
 impl<'a> Buckets<'a> {
-    fn new(sets: Vec<&'a HashSet<PodId>>, exact: bool) -> Self {
+    fn new(sets: Vec<&'a HashSet<PodId>>, rest: Rest) -> Self {
         let size = sets.iter().map(|s| s.len()).sum();
-        Self { sets, size, exact }
+        Self { sets, size, rest }
     }
 }
 
-/// The pods a selector can match, each once, by slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The pods a selector can match, each once, by slot, and what is left to test on them.
+#[derive(Debug, Clone)]
 pub struct Candidates {
     pub ids: Vec<PodId>,
-    /// Every candidate matches: no need to evaluate the selector on them.
-    pub exact: bool,
+    pub rest: Rest,
+}
+
+impl Candidates {
+    /// Every candidate matches: no need to evaluate anything on them.
+    pub fn exact(&self) -> bool {
+        matches!(self.rest, Rest::Nothing)
+    }
+
+    /// Whether a candidate matches `selector`, the one these candidates were found for.
+    pub fn selects<S: LabelSource + ?Sized>(&self, selector: &Selector, candidate: &S) -> bool {
+        match &self.rest {
+            Rest::Nothing => true,
+            Rest::Terms(terms) => terms.matches(candidate),
+            Rest::Whole => selector.matches(candidate),
+        }
+    }
 }
 
 impl ClusterIndex {
@@ -101,7 +144,6 @@ impl ClusterIndex {
 
     /// The buckets for "label has one of `values`" (or "label is present").
     fn label_buckets(&self, label: &Label, values: Option<&[String]>) -> Option<Buckets<'_>> {
-        // A value test is exact; `contains` and the like only narrow to the label's holders.
         let mut exact = true;
         let sets = match label.kind() {
             LabelKind::Plain => self.own_buckets(label.name(), values),
@@ -134,7 +176,67 @@ impl ClusterIndex {
             }
             LabelKind::ServiceAccount | LabelKind::Orchestrator => return None,
         };
-        Some(Buckets::new(sets, exact))
+        Some(Buckets::new(
+            sets,
+            if exact { Rest::Nothing } else { Rest::Whole },
+        ))
+    }
+
+    /// Whether `expr` reads nothing a pod holds itself: only its namespace, the namespace's
+    /// labels (when no pod overrides them with its own `pcns.` label) and the orchestrator,
+    /// so it is true or false for all of a namespace's pods at once.
+    fn namespace_wide(&self, expr: &Expr) -> bool {
+        let mut labels = Vec::new();
+        expr.labels(&mut labels);
+        labels.iter().all(|l| match l.kind() {
+            LabelKind::Namespace | LabelKind::Orchestrator => true,
+            LabelKind::FromNamespace => !self.pods_by_label.contains_key(l.name()),
+            LabelKind::Plain | LabelKind::ServiceAccount | LabelKind::FromServiceAccount => false,
+        })
+    }
+
+    /// Namespaces that can satisfy a namespace-wide term (a superset), or `None` for any.
+    fn namespaces_for<'a>(&'a self, expr: &'a Expr) -> Option<Vec<&'a str>> {
+        let values = |label: &'a Label, values: Option<&'a [String]>| -> Option<Vec<&'a str>> {
+            match label.kind() {
+                LabelKind::Namespace => Some(values?.iter().map(String::as_str).collect()),
+                LabelKind::FromNamespace => Some(self.namespaces_where(label.parent_key(), values)),
+                _ => None,
+            }
+        };
+        match expr {
+            Expr::Eq(label, value) => values(label, Some(std::slice::from_ref(value))),
+            Expr::In(label, set) => values(label, Some(set)),
+            Expr::Has(label) => values(label, None),
+            Expr::And(items) => items
+                .iter()
+                .filter_map(|e| self.namespaces_for(e))
+                .min_by_key(Vec::len),
+            Expr::Or(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    out.extend(self.namespaces_for(item)?);
+                }
+                out.sort_unstable();
+                out.dedup();
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
+    /// The pods of the namespaces in `names` where the namespace-wide `terms` hold: the terms
+    /// are evaluated once per namespace rather than once per pod.
+    fn namespace_buckets_where(&self, terms: &Selector, names: Vec<&str>) -> Buckets<'_> {
+        let sets = names
+            .into_iter()
+            .filter(|name| {
+                let object = self.namespace(name).map(|n| n.as_ref());
+                terms.matches(&NamespaceView::new(name, object))
+            })
+            .filter_map(|name| self.pods_by_namespace.get(name))
+            .collect();
+        Buckets::new(sets, Rest::Nothing)
     }
 
     fn buckets(&self, expr: &Expr) -> Option<Buckets<'_>> {
@@ -143,41 +245,79 @@ impl ClusterIndex {
             Expr::In(label, values) => self.label_buckets(label, Some(values)),
             Expr::Has(label) => self.label_buckets(label, None),
             Expr::Contains(label, _) | Expr::StartsWith(label, _) | Expr::EndsWith(label, _) => {
-                self.label_buckets(label, None)
-                    .map(|b| Buckets { exact: false, ..b })
-            }
-            Expr::And(items) => {
-                let smallest = items
-                    .iter()
-                    .filter_map(|e| self.buckets(e))
-                    .min_by_key(|b| b.size)?;
-                Some(Buckets {
-                    exact: smallest.exact && items.len() == 1,
-                    ..smallest
+                self.label_buckets(label, None).map(|b| Buckets {
+                    rest: Rest::Whole,
+                    ..b
                 })
             }
+            Expr::And(items) => self.and_buckets(items),
             Expr::Or(items) => {
                 let mut sets = Vec::new();
                 let mut exact = true;
                 for item in items {
                     let buckets = self.buckets(item)?;
-                    exact &= buckets.exact;
+                    exact &= matches!(buckets.rest, Rest::Nothing);
                     sets.extend(buckets.sets);
                 }
-                Some(Buckets::new(sets, exact))
+                Some(Buckets::new(
+                    sets,
+                    if exact { Rest::Nothing } else { Rest::Whole },
+                ))
             }
             _ => None,
         }
     }
 
-    /// Every pod that could match `expr`, each once, by slot; `exact` when they all do.
+    /// An `&&`: the smallest of its terms' buckets, or of the pods of the namespaces where its
+    /// namespace-wide terms hold; the terms not proven by the choice are left to test.
+    fn and_buckets(&self, items: &[Expr]) -> Option<Buckets<'_>> {
+        let (wide, narrow): (Vec<usize>, Vec<usize>) =
+            (0..items.len()).partition(|i| self.namespace_wide(&items[*i]));
+        // The smallest buckets, and the terms they prove.
+        let mut best: Option<(Buckets<'_>, Vec<usize>)> = None;
+        for i in &narrow {
+            if let Some(buckets) = self.buckets(&items[*i]) {
+                if best.as_ref().is_none_or(|(b, _)| buckets.size < b.size) {
+                    best = Some((buckets, vec![*i]));
+                }
+            }
+        }
+        if !wide.is_empty() {
+            let terms =
+                Selector::from_expr(Expr::and(wide.iter().map(|i| items[*i].clone()).collect()));
+            let names = self.namespaces_for(terms.expr());
+            // Testing every namespace only pays when no term narrows the pods already.
+            if names.is_some() || best.is_none() {
+                let names = names.unwrap_or_else(|| self.populated_namespaces().collect());
+                let buckets = self.namespace_buckets_where(&terms, names);
+                if best.as_ref().is_none_or(|(b, _)| buckets.size < b.size) {
+                    best = Some((buckets, wide));
+                }
+            }
+        }
+        let (buckets, proven) = best?;
+        let others: Vec<Expr> = (0..items.len())
+            .filter(|i| !proven.contains(i))
+            .map(|i| items[i].clone())
+            .collect();
+        Some(Buckets {
+            rest: Rest::and(buckets.rest, others),
+            ..buckets
+        })
+    }
+
+    /// Every pod that could match `expr`, each once, by slot, with what is left to test.
     pub fn candidate_pods(&self, expr: &Expr) -> Candidates {
         match self.buckets(expr) {
             None => Candidates {
                 ids: (0..self.pods.len() as PodId)
                     .filter(|id| self.pods[*id as usize].is_some())
                     .collect(),
-                exact: matches!(expr, Expr::All | Expr::Global),
+                rest: if matches!(expr, Expr::All | Expr::Global) {
+                    Rest::Nothing
+                } else {
+                    Rest::Whole
+                },
             },
             Some(buckets) => {
                 let several = buckets.sets.len() > 1;
@@ -188,7 +328,7 @@ impl ClusterIndex {
                 }
                 Candidates {
                     ids,
-                    exact: buckets.exact,
+                    rest: buckets.rest,
                 }
             }
         }

@@ -19,7 +19,7 @@ use crate::model::{
 };
 use crate::selector::{Labels, SelectorIndex};
 
-pub use candidates::Candidates;
+pub use candidates::{Candidates, Rest};
 pub use views::{NetworkSetView, PodView};
 
 pub type PodId = u32;

@@ -173,10 +173,10 @@ fn candidates_are_exact_only_when_every_one_matches() {
             .filter_map(|id| index.pod_by_id(*id))
             .filter(|p| selector.matches(&index.pod_view(p)))
             .count();
-        if found.exact {
+        if found.exact() {
             assert_eq!(matching, found.ids.len(), "{text}: exact but not all match");
         }
-        found.exact
+        found.exact()
     };
     assert!(check(&index, "app == 'web'"));
     assert!(check(&index, "app in {'web', 'db'} || pcns.team == 'x'"));

@@ -110,6 +110,43 @@ impl LabelSource for PodView<'_> {
     }
 }
 
+/// What every pod of a namespace has in common, for the terms of a selector that read only
+/// the namespace (its name, its labels, the orchestrator): a pod with no labels of its own.
+pub struct NamespaceView<'a> {
+    name: &'a str,
+    object: Option<&'a Namespace>,
+}
+
+impl<'a> NamespaceView<'a> {
+    pub fn new(name: &'a str, object: Option<&'a Namespace>) -> Self {
+        Self { name, object }
+    }
+}
+
+impl LabelSource for NamespaceView<'_> {
+    fn own(&self, _key: &str) -> Option<&str> {
+        None
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        Some(self.name)
+    }
+
+    fn is_workload(&self) -> bool {
+        true
+    }
+
+    fn namespace_label(&self, key: &str) -> Option<&str> {
+        namespace_label(self.name, self.object, key)
+    }
+
+    fn for_each_own(&self, _f: &mut dyn FnMut(&str, &str)) {}
+
+    fn for_each_namespace_label(&self, f: &mut dyn FnMut(&str, &str)) {
+        for_each_namespace_label(self.name, self.object, f);
+    }
+}
+
 /// A NetworkSet has its own labels and, namespaced, its namespace's; a GlobalNetworkSet only
 /// its own.
 pub struct NetworkSetView<'a> {
