@@ -234,7 +234,7 @@ fn tenant_policy(rng: &mut Rng, i: usize, tenant: &Tenant, tenants: &[Tenant]) -
 
 /// The Calico objects for `objects`, deterministic for its seed.
 pub fn generate(objects: &ClusterObjects, params: &CalicoParams) -> Vec<Value> {
-    let mut rng = Rng::new(objects.params.seed ^ 0xCA11_C0);
+    let mut rng = Rng::new(objects.params.seed ^ 0x00CA_11C0);
     let tenants = tenants(objects);
     let teams: Vec<String> = {
         let mut t: Vec<String> = tenants.iter().map(|t| t.team.clone()).collect();
