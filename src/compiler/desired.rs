@@ -93,6 +93,37 @@ pub enum SetEntry {
     },
 }
 
+impl SetEntry {
+    /// A key that sorts entries exactly as their `Ord` does, compared as integers: sorting the
+    /// tens of thousands of entries of a new set by it is several times faster.
+    pub fn order_key(&self) -> (u8, u128, u32) {
+        fn address(ip: IpAddr) -> (u8, u128) {
+            match ip {
+                IpAddr::V4(v4) => (0, u128::from(u32::from(v4))),
+                IpAddr::V6(v6) => (1, u128::from(v6)),
+            }
+        }
+        match *self {
+            SetEntry::Ip(ip) => {
+                let (family, bits) = address(ip);
+                (family, bits, 0)
+            }
+            SetEntry::Net { net, nomatch } => {
+                let (family, bits) = address(net.ip());
+                (
+                    2 + family,
+                    bits,
+                    u32::from(net.prefix()) << 1 | u32::from(nomatch),
+                )
+            }
+            SetEntry::IpPort { ip, protocol, port } => {
+                let (family, bits) = address(ip);
+                (4 + family, bits, (protocol as u32) << 16 | u32::from(port))
+            }
+        }
+    }
+}
+
 /// The entry as `ipset` writes it in `add` lines and `ipset save` output.
 impl fmt::Display for SetEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

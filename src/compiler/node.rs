@@ -140,6 +140,45 @@ struct Record<T> {
     sets: Vec<SetId>,
 }
 
+/// Records by pod slot, in a dense table: a new set visits its members in slot order, so their
+/// records are read in memory order rather than scattered over a hash table.
+#[derive(Debug, Default)]
+struct PodRecords(Vec<Option<Record<Pod>>>);
+
+impl PodRecords {
+    fn get(&self, id: &PodId) -> Option<&Record<Pod>> {
+        self.0.get(*id as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: &PodId) -> Option<&mut Record<Pod>> {
+        self.0.get_mut(*id as usize)?.as_mut()
+    }
+
+    fn remove(&mut self, id: &PodId) -> Option<Record<Pod>> {
+        self.0.get_mut(*id as usize)?.take()
+    }
+
+    fn insert(&mut self, id: PodId, record: Record<Pod>) {
+        *self.slot(id) = Some(record);
+    }
+
+    fn get_or_insert_with(
+        &mut self,
+        id: PodId,
+        make: impl FnOnce() -> Record<Pod>,
+    ) -> &mut Record<Pod> {
+        self.slot(id).get_or_insert_with(make)
+    }
+
+    fn slot(&mut self, id: PodId) -> &mut Option<Record<Pod>> {
+        let at = id as usize;
+        if at >= self.0.len() {
+            self.0.resize_with(at + 1, || None);
+        }
+        &mut self.0[at]
+    }
+}
+
 /// What to evaluate a changed pod or network set against.
 enum Touch {
     /// Every set it could match or is in.
@@ -197,7 +236,7 @@ pub struct NodeCompiler {
     sets_by_port_name: HashMap<String, Vec<SetId>>,
     sets_by_service: HashMap<ObjectKey, Vec<SetId>>,
     /// By the pod's slot in the index: what last held it.
-    pod_records: PodIdMap<Record<Pod>>,
+    pod_records: PodRecords,
     network_set_records: HashMap<NetworkSetKey, Record<NetworkSet>>,
     /// Sets and chains changed since the last [`NodeCompiler::take_dirty`].
     dirty: BTreeSet<(Family, String)>,
@@ -219,7 +258,7 @@ impl NodeCompiler {
             set_selectors: SelectorIndex::new(),
             sets_by_port_name: HashMap::new(),
             sets_by_service: HashMap::new(),
-            pod_records: PodIdMap::default(),
+            pod_records: PodRecords::default(),
             network_set_records: HashMap::new(),
             forward_counts: [BTreeMap::new(), BTreeMap::new()],
             dirty: BTreeSet::new(),
@@ -725,7 +764,7 @@ impl NodeCompiler {
                 }
             }
         }
-        entries.sort_unstable();
+        entries.sort_unstable_by_key(SetEntry::order_key);
         set.members = entries.into_iter().collect();
         self.dirty.insert((family, name.clone()));
         self.state.family_mut(family).ipsets.insert(name, set);
@@ -818,7 +857,7 @@ impl NodeCompiler {
         }
         for (id, pod) in members {
             key.extend_pod_entries(pod, family, entries);
-            let record = self.pod_records.entry(*id).or_insert_with(|| Record {
+            let record = self.pod_records.get_or_insert_with(*id, || Record {
                 object: Arc::clone(pod),
                 sets: Vec::new(),
             });

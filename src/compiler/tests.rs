@@ -301,3 +301,38 @@ fn only_what_a_change_touches_is_dirty() {
     assert_eq!(compiler.take_dirty(), BTreeSet::from([(Family::V4, set)]));
     assert!(compiler.take_dirty().is_empty());
 }
+
+#[test]
+fn set_entries_sort_by_their_order_key_as_by_their_order() {
+    let mut entries = Vec::new();
+    for ip in [
+        "10.0.0.2",
+        "10.0.0.10",
+        "9.255.255.255",
+        "fd00::1",
+        "::ffff:10.0.0.1",
+        "0.0.0.0",
+    ] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        entries.push(SetEntry::Ip(ip));
+        for prefix in [0u8, 8, 32] {
+            let prefix = if ip.is_ipv6() { prefix * 4 } else { prefix };
+            for nomatch in [false, true] {
+                entries.push(SetEntry::Net {
+                    net: ipnetwork::IpNetwork::new(ip, prefix).unwrap(),
+                    nomatch,
+                });
+            }
+        }
+        for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+            for port in [1u16, 80, 65535] {
+                entries.push(SetEntry::IpPort { ip, protocol, port });
+            }
+        }
+    }
+    for a in &entries {
+        for b in &entries {
+            assert_eq!(a.cmp(b), a.order_key().cmp(&b.order_key()), "{a} vs {b}");
+        }
+    }
+}
