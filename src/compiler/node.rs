@@ -803,7 +803,7 @@ impl NodeCompiler {
                         }
                     }
                 }
-                self.add_pod_members(key, family, &members, entries);
+                self.add_pod_members(index, key, family, &members, entries);
                 if key.takes_network_sets() {
                     let sets: Vec<Arc<NetworkSet>> = index
                         .network_sets()
@@ -829,7 +829,7 @@ impl NodeCompiler {
                     .pod_ids_with_port_name(name)
                     .filter_map(|id| Some((id, index.pod_by_id(id)?)))
                     .collect();
-                self.add_pod_members(key, family, &members, entries);
+                self.add_pod_members(index, key, family, &members, entries);
             }
             SetKey::Service { service, .. } => {
                 self.sets_by_service
@@ -845,6 +845,7 @@ impl NodeCompiler {
     /// `family` to `entries`.
     fn add_pod_members(
         &mut self,
+        index: &ClusterIndex,
         key: &SetId,
         family: Family,
         members: &[(PodId, &Arc<Pod>)],
@@ -855,8 +856,15 @@ impl NodeCompiler {
             active.pods.reserve(members.len());
             active.pods.extend(members.iter().map(|(id, _)| *id));
         }
+        let by_address = matches!(key.as_ref(), SetKey::Selector(_));
         for (id, pod) in members {
-            key.extend_pod_entries(pod, family, entries);
+            // The index's dense address table spares reading each pod object.
+            let addresses = index.pod_addresses(*id);
+            if by_address && !addresses.more {
+                entries.extend(addresses.get(family).and_then(|ip| key.address_entry(ip)));
+            } else {
+                key.extend_pod_entries(pod, family, entries);
+            }
             let record = self.pod_records.get_or_insert_with(*id, || Record {
                 object: Arc::clone(pod),
                 sets: Vec::new(),

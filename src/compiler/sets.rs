@@ -2,6 +2,7 @@
 //! it.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
@@ -163,21 +164,24 @@ impl SetKey {
         out
     }
 
+    /// The entry a member pod's address gives a set whose entries are addresses (a selector's),
+    /// `None` for sets whose entries need more of the pod.
+    pub fn address_entry(&self, ip: IpAddr) -> Option<SetEntry> {
+        match self {
+            SetKey::Selector(_) if self.kind() == IpSetKind::HashNet => Some(SetEntry::Net {
+                net: IpNetwork::from(ip),
+                nomatch: false,
+            }),
+            SetKey::Selector(_) => Some(SetEntry::Ip(ip)),
+            _ => None,
+        }
+    }
+
     /// Appends the entries a member pod gives this set to `out`.
     pub fn extend_pod_entries(&self, pod: &Pod, family: Family, out: &mut Vec<SetEntry>) {
         match self {
             SetKey::Selector(_) => {
-                let hash_net = self.kind() == IpSetKind::HashNet;
-                out.extend(pod.ips_of(family).map(|ip| {
-                    if hash_net {
-                        SetEntry::Net {
-                            net: IpNetwork::from(ip),
-                            nomatch: false,
-                        }
-                    } else {
-                        SetEntry::Ip(ip)
-                    }
-                }));
+                out.extend(pod.ips_of(family).filter_map(|ip| self.address_entry(ip)));
             }
             SetKey::NamedPort { name, protocol, .. } => {
                 for port in &pod.named_ports {

@@ -83,9 +83,42 @@ pub enum Change {
     },
 }
 
+/// A pod's address in each family, as a pod has at most one of each; `more` when this pod has
+/// others too (then read its object).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PodAddresses {
+    pub v4: Option<std::net::Ipv4Addr>,
+    pub v6: Option<std::net::Ipv6Addr>,
+    pub more: bool,
+}
+
+impl PodAddresses {
+    fn of(pod: &Pod) -> Self {
+        let mut out = Self::default();
+        for ip in &pod.ips {
+            match ip {
+                IpAddr::V4(v4) if out.v4.is_none() => out.v4 = Some(*v4),
+                IpAddr::V6(v6) if out.v6.is_none() => out.v6 = Some(*v6),
+                _ => out.more = true,
+            }
+        }
+        out
+    }
+
+    pub fn get(&self, family: crate::model::Family) -> Option<IpAddr> {
+        match family {
+            crate::model::Family::V4 => self.v4.map(IpAddr::V4),
+            crate::model::Family::V6 => self.v6.map(IpAddr::V6),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ClusterIndex {
     pods: Vec<Option<Arc<Pod>>>,
+    /// Each slot's addresses, beside `pods`: building a set reads them for tens of thousands of
+    /// pods in slot order, and a dense table is read in memory order.
+    addresses: Vec<PodAddresses>,
     free_ids: Vec<PodId>,
     pod_ids: HashMap<ObjectKey, PodId>,
     pods_by_namespace: HashMap<String, HashSet<PodId>>,
@@ -151,6 +184,11 @@ impl ClusterIndex {
     /// The pod in a slot, if the slot holds one now.
     pub fn pod_by_id(&self, id: PodId) -> Option<&Arc<Pod>> {
         self.pods.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// The addresses of the pod in slot `id` (none for an empty slot).
+    pub fn pod_addresses(&self, id: PodId) -> PodAddresses {
+        self.addresses.get(id as usize).copied().unwrap_or_default()
     }
 
     pub fn pod_id(&self, key: &ObjectKey) -> Option<PodId> {
@@ -378,6 +416,11 @@ impl ClusterIndex {
     }
 
     fn link_pod(&mut self, id: PodId, pod: &Pod) {
+        let slot = id as usize;
+        if slot >= self.addresses.len() {
+            self.addresses.resize(slot + 1, PodAddresses::default());
+        }
+        self.addresses[slot] = PodAddresses::of(pod);
         add_to(&mut self.pods_by_namespace, pod.key.namespace.clone(), id);
         if let Some(node) = &pod.node {
             add_to(&mut self.pods_by_node, node.clone(), id);
@@ -405,6 +448,9 @@ impl ClusterIndex {
     }
 
     fn unlink_pod(&mut self, id: PodId, pod: &Pod) {
+        if let Some(slot) = self.addresses.get_mut(id as usize) {
+            *slot = PodAddresses::default();
+        }
         remove_from(&mut self.pods_by_namespace, &pod.key.namespace, id);
         if let Some(node) = &pod.node {
             remove_from(&mut self.pods_by_node, node, id);
