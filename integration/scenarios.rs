@@ -93,6 +93,8 @@ scenario_tests!(
         legacy_annotation,
         ipv6,
         same_node,
+        calico_default_deny,
+        calico_tiers,
     ]
 );
 
@@ -114,6 +116,8 @@ scenario_tests!(
         legacy_annotation,
         ipv6,
         same_node,
+        calico_default_deny,
+        calico_tiers,
     ]
 );
 

@@ -132,6 +132,11 @@ pub struct PodSpec {
     pub ipv6: bool,
     /// The last part of the pod's addresses; the first free one from 2 up when absent.
     pub host: Option<u8>,
+    /// `spec.serviceAccountName`; Kubernetes' `default` when absent.
+    pub service_account: Option<String>,
+    /// Runs, but has no Pod object in the manifests: a workload outside the cluster, whose
+    /// address no policy knows.
+    pub external: bool,
 }
 
 impl PodSpec {
@@ -146,6 +151,8 @@ impl PodSpec {
             named_ports: Vec::new(),
             ipv6: false,
             host: None,
+            service_account: None,
+            external: false,
         }
     }
 
@@ -265,6 +272,9 @@ pub struct Cluster {
     /// Pod objects with no namespace behind them (finished pods, say), by `namespace/name`:
     /// written to the manifests as they are.
     pub manifest_only_pods: BTreeMap<String, Value>,
+    /// Every other object (Calico resources, ServiceAccounts, EndpointSlices), written to the
+    /// manifests as they are, by [`object_key`].
+    pub objects: BTreeMap<String, Value>,
     next_veth: usize,
     /// Source ports handed to UDP probes, so no probe repeats an earlier probe's 5-tuple.
     pub(crate) udp_port_cursor: AtomicU32,
@@ -295,6 +305,7 @@ impl Cluster {
             namespaces: BTreeMap::new(),
             policies: BTreeMap::new(),
             manifest_only_pods: BTreeMap::new(),
+            objects: BTreeMap::new(),
             next_veth: 0,
             udp_port_cursor: AtomicU32::new(0),
         };
@@ -610,7 +621,8 @@ impl Cluster {
     /// Inserts `object` as `kubectl apply` of a complete object would: a NetworkPolicy
     /// replaces the policy of the same name; a Namespace's labels and annotations become
     /// exactly those of the object; a Pod is a manifest-only pod (no namespace, no server:
-    /// for pods that do not run, such as finished ones).
+    /// for pods that do not run, such as finished ones); any other object (Calico resources,
+    /// ServiceAccounts, EndpointSlices) replaces the object of the same kind and name.
     pub fn apply_object(&mut self, object: Value) -> Result<()> {
         let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
         let metadata = object.get("metadata");
@@ -629,13 +641,13 @@ impl Cluster {
                     .with_context(|| format!("{kind} {name}: metadata.{field}")),
             }
         };
+        let namespace = metadata
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         match kind {
-            "NetworkPolicy" => {
-                let namespace = metadata
-                    .and_then(|m| m.get("namespace"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("default")
-                    .to_string();
+            "NetworkPolicy" if is_kubernetes(&object) => {
+                let namespace = namespace.unwrap_or_else(|| "default".to_string());
                 let mut object = object;
                 if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
                     metadata.insert("namespace".into(), Value::String(namespace.clone()));
@@ -644,11 +656,7 @@ impl Cluster {
                 self.policies.insert(format!("{namespace}/{name}"), object);
             }
             "Pod" => {
-                let namespace = metadata
-                    .and_then(|m| m.get("namespace"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("default")
-                    .to_string();
+                let namespace = namespace.unwrap_or_else(|| "default".to_string());
                 let key = format!("{namespace}/{name}");
                 if self.pods.contains_key(&key) {
                     bail!("pod {key} runs in the cluster; a manifest-only pod needs another name");
@@ -663,22 +671,25 @@ impl Cluster {
                 namespace.labels = labels;
                 namespace.annotations = annotations;
             }
-            other => {
-                bail!(
-                    "cannot apply a {other:?} object ({name}): only NetworkPolicy, Namespace, Pod"
-                )
+            _ => {
+                if let Some(namespace) = &namespace {
+                    self.ensure_namespace(namespace);
+                }
+                self.objects.insert(object_key(&object)?, object);
             }
         }
         Ok(())
     }
 
-    /// Deletes the NetworkPolicy, or else the manifest-only pod, named `key`.
+    /// Deletes the NetworkPolicy or the manifest-only pod `namespace/name`, or the object
+    /// `Kind/namespace/name` (`Kind/name` when cluster-scoped).
     pub fn delete_object(&mut self, key: &str) -> Result<()> {
         self.policies
             .remove(key)
             .or_else(|| self.manifest_only_pods.remove(key))
+            .or_else(|| self.objects.remove(key))
             .map(|_| ())
-            .ok_or_else(|| anyhow!("there is no policy or manifest-only pod {key} to delete"))
+            .ok_or_else(|| anyhow!("there is no policy, manifest-only pod or object {key} to delete"))
     }
 
     /// Sets (`Some`) or removes (`None`) labels of a pod.
@@ -706,6 +717,27 @@ impl Cluster {
         // FIRST + SPAN < u16::MAX, so the conversion cannot fail.
         u16::try_from(FIRST + start).unwrap_or(20_000)
     }
+}
+
+/// Whether `object` is of a Kubernetes API group (a Calico NetworkPolicy is not).
+fn is_kubernetes(object: &Value) -> bool {
+    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    !api_version.contains("projectcalico.org")
+}
+
+/// `Kind/namespace/name`, or `Kind/name` for a cluster-scoped object.
+pub fn object_key(object: &Value) -> Result<String> {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let metadata = object.get("metadata");
+    let field = |name: &str| metadata.and_then(|m| m.get(name)).and_then(Value::as_str);
+    let name = field("name").ok_or_else(|| anyhow!("object without metadata.name: {object}"))?;
+    if kind.is_empty() {
+        bail!("object without kind: {object}");
+    }
+    Ok(match field("namespace") {
+        Some(namespace) => format!("{kind}/{namespace}/{name}"),
+        None => format!("{kind}/{name}"),
+    })
 }
 
 pub fn patch_map(map: &mut BTreeMap<String, String>, patch: &BTreeMap<String, Option<String>>) {

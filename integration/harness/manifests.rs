@@ -39,7 +39,7 @@ pub fn objects(cluster: &Cluster) -> Vec<(String, Value)> {
             }),
         ));
     }
-    for pod in cluster.pods.values() {
+    for pod in cluster.pods.values().filter(|p| !p.spec.external) {
         let spec = &pod.spec;
         let mut ports: Vec<Value> = spec
             .named_ports
@@ -83,6 +83,7 @@ pub fn objects(cluster: &Cluster) -> Vec<(String, Value)> {
                 },
                 "spec": {
                     "nodeName": pod.node_name(),
+                    "serviceAccountName": spec.service_account.as_deref().unwrap_or("default"),
                     "containers": [{
                         "name": "netprobe",
                         "image": "palisade-netprobe",
@@ -101,6 +102,12 @@ pub fn objects(cluster: &Cluster) -> Vec<(String, Value)> {
         objects.push((
             format!("25-manifest-only-pod-{}.yaml", key.replace('/', "-")),
             pod.clone(),
+        ));
+    }
+    for (key, object) in &cluster.objects {
+        objects.push((
+            format!("40-{}.yaml", key.replace('/', "-").to_ascii_lowercase()),
+            object.clone(),
         ));
     }
     for (key, policy) in &cluster.policies {

@@ -17,6 +17,8 @@
 //!     ports: {sql: tcp/5432}    # named container ports
 //!     ipv6: true                # dual-stack
 //!     host: 10                  # addresses 198.18.2.10 and fd50:0:0:2::10
+//!     serviceAccount: db        # spec.serviceAccountName (default `default`)
+//!     external: true            # runs, but no Pod object: an address outside the cluster
 //! steps:
 //!   - name: deny into prod
 //!     note: Why the step's expectation holds.
@@ -25,9 +27,12 @@
 //!     addPods: {prod/new: {node: 1}}
 //!     namespaces: {prod: {labels: {env: null}, annotations: {a: b}}}   # null removes
 //!     podLabels: {prod/db: {app: null, tier: db}}
-//!     delete: [prod/some-policy]    # NetworkPolicies (or manifest-only pods) by namespace/name
+//!     delete: [prod/some-policy]    # NetworkPolicies (or manifest-only pods) by namespace/name,
+//!                                   # other objects by Kind/namespace/name or Kind/name
 //!     apply: [ {kind: NetworkPolicy, ...}, {kind: Namespace, ...}, {kind: Pod, ...} ]
-//!                                   # a Pod here is manifest-only: written, never run
+//!                                   # a Pod here is manifest-only: written, never run; any
+//!                                   # other kind (Calico's, ServiceAccount, EndpointSlice) is
+//!                                   # written as it is
 //!     cleanup: false                # true: `palisade cleanup` instead of apply
 //!     expect:
 //!       - allow * -> *
@@ -97,7 +102,7 @@ pub struct NamespaceDef {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PodDef {
     pub node: usize,
     #[serde(default)]
@@ -109,6 +114,11 @@ pub struct PodDef {
     pub ports: BTreeMap<String, String>,
     pub ipv6: Option<bool>,
     pub host: Option<u8>,
+    /// `spec.serviceAccountName` (default `default`).
+    pub service_account: Option<String>,
+    /// Runs but is left out of the manifests: traffic from outside the cluster.
+    #[serde(default)]
+    pub external: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +182,8 @@ fn pod_spec(key: &str, def: &PodDef, defaults: &PodDefaults) -> Result<PodSpec> 
         .unwrap_or_default();
     spec.ipv6 = def.ipv6.or(defaults.ipv6).unwrap_or(false);
     spec.host = def.host;
+    spec.service_account = def.service_account.clone();
+    spec.external = def.external;
     for (port_name, service) in &def.ports {
         let (proto, port) = service.split_once('/').ok_or_else(|| {
             anyhow!("pod {key}: port {port_name}: {service:?} is not tcp/PORT or udp/PORT")
