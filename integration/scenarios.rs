@@ -95,6 +95,12 @@ scenario_tests!(
         same_node,
         calico_default_deny,
         calico_tiers,
+        calico_network_sets,
+        calico_selectors,
+        calico_rule_matches,
+        calico_service_accounts,
+        calico_services,
+        calico_crd_v1,
     ]
 );
 
@@ -118,6 +124,12 @@ scenario_tests!(
         same_node,
         calico_default_deny,
         calico_tiers,
+        calico_network_sets,
+        calico_selectors,
+        calico_rule_matches,
+        calico_service_accounts,
+        calico_services,
+        calico_crd_v1,
     ]
 );
 
