@@ -114,3 +114,8 @@ fn rendering_is_deterministic() {
         assert_eq!(render_node(&paths, "node-1"), first);
     }
 }
+
+#[test]
+fn calico_tiers() {
+    check("calico-tiers", &[]);
+}
