@@ -869,3 +869,54 @@ fn timings_of_a_fresh_and_a_noop_apply() {
         );
     }
 }
+
+/// The compiler's output for the tiered golden cluster plus `tests/dataplane/` (every Calico
+/// match kind: SCTP, UDPLite and protocol numbers, ICMP and ICMPv6 types, negations, ranges,
+/// multiport splits, named ports on either side, LOG with its limit, REJECT), for `node`.
+fn calico_state(node: &str, deny: palisade::compiler::DenyAction) -> DesiredState {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let paths = [
+        root.join("tests/golden/calico-tiers/cluster.yaml"),
+        root.join("tests/dataplane/calico-matches.yaml"),
+    ];
+    let manifests = palisade::manifest::load(&paths).unwrap_or_else(|e| panic!("{e}"));
+    let config = palisade::compiler::CompilerConfig {
+        deny,
+        ..palisade::compiler::CompilerConfig::default()
+    };
+    palisade::compiler::compile(&manifests.into_index(), node, config)
+}
+
+#[test]
+fn every_calico_match_kind_is_accepted_and_reads_back_as_written() {
+    require_root!();
+    use palisade::compiler::DenyAction;
+    for backend in BACKENDS {
+        for deny in [DenyAction::Drop, DenyAction::Reject] {
+            let netns = Netns::new();
+            let dataplane = Dataplane::new(Watched::new(&netns), backend);
+            let state = calico_state("node-1", deny);
+            let first = apply(&dataplane, &state);
+            assert!(first.changes > 0, "{backend}");
+            let v4 = save(&netns, backend, Family::V4);
+            let v6 = save(&netns, backend, Family::V6);
+            for needle in [
+                "-p sctp",
+                "--dports 3868,5000:5010",
+                "-j LOG",
+                "--limit-burst",
+            ] {
+                assert!(v4.contains(needle), "{backend}: {needle} missing:\n{v4}");
+            }
+            assert!(v6.contains("--icmpv6-type 128"), "{backend}:\n{v6}");
+            if deny == DenyAction::Reject {
+                assert!(v4.contains("-j REJECT"), "{backend}:\n{v4}");
+            }
+            // What the kernel reads back is what was written: nothing to do a second time.
+            let second = apply(&dataplane, &state);
+            assert_eq!(second.changes, 0, "{backend} {deny:?}: {second:?}");
+            let drift = dataplane.verify(&state).expect("verify");
+            assert!(drift.is_empty(), "{backend} {deny:?}: {drift:?}");
+        }
+    }
+}

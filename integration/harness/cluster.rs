@@ -689,7 +689,9 @@ impl Cluster {
             .or_else(|| self.manifest_only_pods.remove(key))
             .or_else(|| self.objects.remove(key))
             .map(|_| ())
-            .ok_or_else(|| anyhow!("there is no policy, manifest-only pod or object {key} to delete"))
+            .ok_or_else(|| {
+                anyhow!("there is no policy, manifest-only pod or object {key} to delete")
+            })
     }
 
     /// Sets (`Some`) or removes (`None`) labels of a pod.
@@ -721,7 +723,10 @@ impl Cluster {
 
 /// Whether `object` is of a Kubernetes API group (a Calico NetworkPolicy is not).
 fn is_kubernetes(object: &Value) -> bool {
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     !api_version.contains("projectcalico.org")
 }
 
