@@ -171,3 +171,145 @@ fn ipv6_text_only_where_ipv6_pods_exist() {
         "{stdout}"
     );
 }
+
+fn calico(kind: &str, metadata: &str, spec: &str) -> String {
+    format!("{GOOD_POD}apiVersion: projectcalico.org/v3\nkind: {kind}\nmetadata: {metadata}\nspec:\n{spec}")
+}
+
+fn assert_calico_rejected(manifest: &str, object: &str, field: &str, message: &str) {
+    let (code, stdout, stderr) = render(manifest);
+    assert_eq!(code, 1, "exit code; stderr: {stderr}");
+    assert!(
+        stdout.is_empty(),
+        "nothing rendered on bad input, got {stdout}"
+    );
+    for needle in ["input.yaml", "document 2", object, field, message] {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");
+    }
+}
+
+#[test]
+fn calico_selector_error_names_the_field_and_position() {
+    assert_calico_rejected(
+        &calico(
+            "GlobalNetworkPolicy",
+            "{name: bad}",
+            "  selector: \"role == 'a\"\n",
+        ),
+        "GlobalNetworkPolicy bad",
+        "spec.selector",
+        "at position 8: unterminated string",
+    );
+    assert_calico_rejected(
+        &calico(
+            "NetworkPolicy",
+            "{name: bad, namespace: default}",
+            "  ingress: [{action: Allow, source: {selector: 'a ==\n b'}}]\n",
+        ),
+        "NetworkPolicy default/bad",
+        "spec.ingress[0].source.selector",
+        "position",
+    );
+}
+
+#[test]
+fn calico_rule_validation_follows_calico() {
+    let cases = [
+        (
+            "  ingress: [{action: Allow, destination: {ports: [80]}}]\n",
+            "spec.ingress[0].destination.ports",
+            "numeric ports need protocol TCP, UDP or SCTP",
+        ),
+        (
+            "  ingress: [{action: Allow, protocol: UDPLite, destination: {ports: [5]}}]\n",
+            "spec.ingress[0].destination.ports",
+            "protocol UDPLite has no ports",
+        ),
+        (
+            "  egress: [{action: Allow, protocol: TCP, icmp: {type: 8}}]\n",
+            "spec.egress[0].icmp",
+            "need protocol ICMP or ICMPv6",
+        ),
+        (
+            "  ingress: [{action: Allow, source: {nets: [10.0.0.0/8, 'fd00::/8']}}]\n",
+            "spec.ingress[0].source.nets[1]",
+            "one rule holds networks of one family",
+        ),
+        (
+            "  ingress: [{action: Allow, source: {notNets: [0.0.0.0/0]}}]\n",
+            "spec.ingress[0].source.notNets[0]",
+            "catch-all",
+        ),
+        (
+            "  selector: global()\n",
+            "spec.selector",
+            "global() may only appear in a rule's namespaceSelector",
+        ),
+        ("  tier: Bad_Tier\n", "spec.tier", "is not a tier name"),
+        (
+            "  ingress: [{action: Accept}]\n",
+            "spec.ingress[0].action",
+            "\"Accept\" is not an action",
+        ),
+    ];
+    for (spec, field, message) in cases {
+        assert_calico_rejected(
+            &calico("GlobalNetworkPolicy", "{name: bad}", spec),
+            "GlobalNetworkPolicy bad",
+            field,
+            message,
+        );
+    }
+}
+
+/// Errors name a `crd.projectcalico.org/v1` object as the file does (what `kubectl get` finds).
+#[test]
+fn calico_v1_errors_name_the_object_as_stored() {
+    assert_calico_rejected(
+        &format!(
+            "{GOOD_POD}apiVersion: crd.projectcalico.org/v1\nkind: NetworkPolicy\nmetadata: {{name: default.bad, namespace: default}}\nspec:\n  tier: default\n  selector: \"a ==\"\n"
+        ),
+        "NetworkPolicy default/default.bad",
+        "spec.selector",
+        "is not a valid selector",
+    );
+}
+
+#[test]
+fn calico_policies_that_never_apply_to_pods_are_skipped_with_a_warning() {
+    let (code, stdout, stderr) = render(&calico(
+        "GlobalNetworkPolicy",
+        "{name: raw}",
+        "  doNotTrack: true\n  applyOnForward: true\n  selector: all()\n",
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("GlobalNetworkPolicy raw") && stderr.contains("never to pods"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("PAL-TO-"), "{stdout}");
+    let (code, stdout, stderr) = render(&calico(
+        "StagedGlobalNetworkPolicy",
+        "{name: preview}",
+        "  selector: all()\n  types: [Ingress]\n",
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("INFO") && stderr.contains("nothing is enforced"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("PAL-TO-"), "{stdout}");
+}
+
+#[test]
+fn a_calico_default_deny_isolates_the_node_s_pods() {
+    let (code, stdout, stderr) = render(&calico(
+        "GlobalNetworkPolicy",
+        "{name: default-deny}",
+        "  selector: all()\n  types: [Ingress, Egress]\n",
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    for needle in ["PAL-TO-", "PAL-FROM-", "end of tier default"] {
+        assert!(stdout.contains(needle), "{needle}: {stdout}");
+    }
+}
