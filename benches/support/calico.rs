@@ -49,8 +49,8 @@ fn tenants(objects: &ClusterObjects) -> Vec<Tenant> {
     for pod in &objects.pods {
         if let Some(app) = pod.labels.get("app") {
             let list = apps.entry(pod.key.namespace.as_str()).or_default();
-            if !list.contains(app) {
-                list.push(app.clone());
+            if !list.iter().any(|a| a == app) {
+                list.push(app.to_string());
             }
         }
     }
@@ -61,8 +61,8 @@ fn tenants(objects: &ClusterObjects) -> Vec<Tenant> {
         .filter_map(|ns| {
             Some(Tenant {
                 name: ns.name.clone(),
-                team: ns.labels.get("team")?.clone(),
-                env: ns.labels.get("env")?.clone(),
+                team: ns.labels.get("team")?.to_string(),
+                env: ns.labels.get("env")?.to_string(),
                 apps: apps.get(ns.name.as_str())?.clone(),
             })
         })

@@ -478,7 +478,7 @@ fn hex_hash(rng: &mut Rng) -> String {
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| ((*k).into(), (*v).into()))
         .collect()
 }
 
@@ -641,10 +641,10 @@ fn tenant_app(rng: &mut Rng, name: String, team: &str, env: &str, replicas: usiz
         ("env", env),
     ]);
     if rng.chance(0.7) {
-        labels.insert("version".into(), format!("v{}", rng.range(1, 9)));
+        labels.insert("version".into(), format!("v{}", rng.range(1, 9)).into());
     }
     if matches!(tier, Tier::Frontend | Tier::Backend) && rng.chance(0.8) {
-        labels.insert("pod-template-hash".into(), hex_hash(rng));
+        labels.insert("pod-template-hash".into(), hex_hash(rng).into());
     }
     if rng.chance(0.5) {
         labels.insert("track".into(), "stable".into());
@@ -670,7 +670,7 @@ fn replica_labels(rng: &mut Rng, app: &App, i: usize) -> Labels {
             );
         }
         Tier::Cache => {
-            labels.insert("shard".into(), (i % 8).to_string());
+            labels.insert("shard".into(), (i % 8).to_string().into());
         }
         _ => {}
     }
@@ -839,8 +839,8 @@ pub fn generate(params: &ClusterParams) -> ClusterObjects {
         .map(|(i, ns)| {
             let mut labels = labels(&[(NAMESPACE_NAME_LABEL, &ns.name), ("env", ns.env)]);
             if !ns.system {
-                labels.insert("team".into(), teams[ns.team].clone());
-                labels.insert("project".into(), ns.project.clone());
+                labels.insert("team".into(), teams[ns.team].as_str().into());
+                labels.insert("project".into(), ns.project.as_str().into());
                 if i % 3 == 0 {
                     labels.insert("istio-injection".into(), "enabled".into());
                 }
@@ -929,7 +929,7 @@ fn system_app(name: &str, extra: &[(&str, &str)], ports: Vec<NamedPort>, replica
         ("env", "prod"),
     ]);
     for (k, v) in extra {
-        l.insert(k.to_string(), v.to_string());
+        l.insert((*k).into(), (*v).into());
     }
     App {
         name: name.to_string(),
@@ -1597,7 +1597,7 @@ pub fn label_toggle(index: &ClusterIndex, node: &str, local: bool) -> Option<Lab
             };
             let new = flipped(key, old);
             let mut b = (*pod).clone();
-            b.labels.insert(key.to_string(), new.clone());
+            b.labels.insert((*key).into(), new.as_str().into());
             let (view_a, view_b) = (index.pod_view(pod), index.pod_view(&b));
             let moved = selections
                 .iter()

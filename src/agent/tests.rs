@@ -15,7 +15,7 @@ fn pod(name: &str, app: &str) -> Pod {
         key: ObjectKey::new("default", name),
         node: Some("n1".into()),
         ips: vec![format!("10.0.0.{}", name.len() + 1).parse().unwrap()],
-        labels: Labels::from([("app".to_string(), app.to_string())]),
+        labels: Labels::from([("app".into(), app.into())]),
         named_ports: vec![],
         service_account: Some("default".into()),
     }

@@ -20,7 +20,7 @@ use crate::index::{Change, ClusterIndex, PodId, PodIdMap, PodIdSet};
 use crate::model::{
     Direction, Family, NetworkSet, NetworkSetKey, ObjectKey, Pod, PolicyId, ServiceAccount,
 };
-use crate::selector::{Labels, SelectorIndex};
+use crate::selector::{LabelText, Labels, SelectorIndex};
 
 /// A pod of this node and, per direction, the tiers that have policies for it (`None`: no
 /// policy applies: allowed).
@@ -207,7 +207,11 @@ fn changed_keys<'a>(a: &'a Labels, b: &'a Labels) -> Vec<&'a str> {
         .filter(|(k, v)| b.get(*k) != Some(v))
         .map(|(k, _)| k.as_str())
         .collect();
-    out.extend(b.keys().filter(|k| !a.contains_key(*k)).map(String::as_str));
+    out.extend(
+        b.keys()
+            .filter(|k| !a.contains_key(*k))
+            .map(LabelText::as_str),
+    );
     out
 }
 
@@ -859,9 +863,11 @@ impl NodeCompiler {
         let by_address = matches!(key.as_ref(), SetKey::Selector(_));
         for (id, pod) in members {
             // The index's dense address table spares reading each pod object.
-            let addresses = index.pod_addresses(*id);
-            if by_address && !addresses.more {
-                entries.extend(addresses.get(family).and_then(|ip| key.address_entry(ip)));
+            let only_v4 = index.pod_address(*id).only_v4();
+            if let (true, Some(v4)) = (by_address, only_v4) {
+                if family == Family::V4 {
+                    entries.extend(key.address_entry(IpAddr::V4(v4)));
+                }
             } else {
                 key.extend_pod_entries(pod, family, entries);
             }

@@ -10,10 +10,8 @@
 //! are usually of this shape, and evaluating tens of thousands of pods would dominate a cold
 //! compile.
 
-use std::collections::HashSet;
-
 use super::views::NamespaceView;
-use super::{ClusterIndex, PodId};
+use super::{ClusterIndex, PodId, PodIdSet};
 use crate::model::NAMESPACE_NAME_LABEL;
 use crate::selector::{Expr, Label, LabelKind, LabelSource, Selector, PROFILE_NAME_LABEL};
 
@@ -47,13 +45,13 @@ impl Rest {
 
 /// Pod id buckets whose union holds every pod that can match.
 struct Buckets<'a> {
-    sets: Vec<&'a HashSet<PodId>>,
+    sets: Vec<&'a PodIdSet>,
     size: usize,
     rest: Rest,
 }
 
 impl<'a> Buckets<'a> {
-    fn new(sets: Vec<&'a HashSet<PodId>>, rest: Rest) -> Self {
+    fn new(sets: Vec<&'a PodIdSet>, rest: Rest) -> Self {
         let size = sets.iter().map(|s| s.len()).sum();
         Self { sets, size, rest }
     }
@@ -97,7 +95,13 @@ impl ClusterIndex {
             match values {
                 Some(values) => {
                     for v in values {
-                        out.extend(by_value.get(v).into_iter().flatten().map(String::as_str));
+                        out.extend(
+                            by_value
+                                .get(v.as_str())
+                                .into_iter()
+                                .flatten()
+                                .map(String::as_str),
+                        );
                     }
                 }
                 None => out.extend(by_value.values().flatten().map(String::as_str)),
@@ -125,19 +129,22 @@ impl ClusterIndex {
         out
     }
 
-    fn namespace_buckets<'a>(&'a self, names: &[&str]) -> Vec<&'a HashSet<PodId>> {
+    fn namespace_buckets<'a>(&'a self, names: &[&str]) -> Vec<&'a PodIdSet> {
         names
             .iter()
             .filter_map(|ns| self.pods_by_namespace.get(*ns))
             .collect()
     }
 
-    fn own_buckets(&self, name: &str, values: Option<&[String]>) -> Vec<&HashSet<PodId>> {
+    fn own_buckets(&self, name: &str, values: Option<&[String]>) -> Vec<&PodIdSet> {
         let Some(by_value) = self.pods_by_label.get(name) else {
             return Vec::new();
         };
         match values {
-            Some(values) => values.iter().filter_map(|v| by_value.get(v)).collect(),
+            Some(values) => values
+                .iter()
+                .filter_map(|v| by_value.get(v.as_str()))
+                .collect(),
             None => by_value.values().collect(),
         }
     }

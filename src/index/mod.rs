@@ -17,7 +17,7 @@ use crate::model::{
     Namespace, NetworkSet, NetworkSetKey, ObjectKey, Pod, Policy, PolicyId, PolicyKind,
     ServiceAccount, ServiceSlice, Tier,
 };
-use crate::selector::{Labels, SelectorIndex};
+use crate::selector::{LabelText, Labels, SelectorIndex};
 
 pub use candidates::{Candidates, Rest};
 pub use views::{NetworkSetView, PodView};
@@ -83,33 +83,26 @@ pub enum Change {
     },
 }
 
-/// A pod's address in each family, as a pod has at most one of each; `more` when this pod has
-/// others too (then read its object).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PodAddresses {
-    pub v4: Option<std::net::Ipv4Addr>,
-    pub v6: Option<std::net::Ipv6Addr>,
-    pub more: bool,
-}
+/// A pod's address when it is its only one and IPv4, as most pods have, packed in four bytes;
+/// anything else is read from the pod.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PodAddress(u32);
 
-impl PodAddresses {
+impl PodAddress {
+    /// No pod has 0.0.0.0: the value of an empty slot or of a pod to read instead.
+    const READ_THE_POD: u32 = 0;
+
     fn of(pod: &Pod) -> Self {
-        let mut out = Self::default();
-        for ip in &pod.ips {
-            match ip {
-                IpAddr::V4(v4) if out.v4.is_none() => out.v4 = Some(*v4),
-                IpAddr::V6(v6) if out.v6.is_none() => out.v6 = Some(*v6),
-                _ => out.more = true,
-            }
+        match pod.ips.as_slice() {
+            [IpAddr::V4(v4)] if u32::from(*v4) != Self::READ_THE_POD => Self(u32::from(*v4)),
+            _ => Self(Self::READ_THE_POD),
         }
-        out
     }
 
-    pub fn get(&self, family: crate::model::Family) -> Option<IpAddr> {
-        match family {
-            crate::model::Family::V4 => self.v4.map(IpAddr::V4),
-            crate::model::Family::V6 => self.v6.map(IpAddr::V6),
-        }
+    /// The pod's one address, or `None` when the pod must be read: it has IPv6 or several
+    /// addresses (or the slot is empty).
+    pub fn only_v4(self) -> Option<std::net::Ipv4Addr> {
+        (self.0 != Self::READ_THE_POD).then(|| std::net::Ipv4Addr::from(self.0))
     }
 }
 
@@ -118,18 +111,18 @@ pub struct ClusterIndex {
     pods: Vec<Option<Arc<Pod>>>,
     /// Each slot's addresses, beside `pods`: building a set reads them for tens of thousands of
     /// pods in slot order, and a dense table is read in memory order.
-    addresses: Vec<PodAddresses>,
+    addresses: Vec<PodAddress>,
     free_ids: Vec<PodId>,
     pod_ids: HashMap<ObjectKey, PodId>,
-    pods_by_namespace: HashMap<String, HashSet<PodId>>,
-    pods_by_node: HashMap<String, HashSet<PodId>>,
+    pods_by_namespace: HashMap<String, PodIdSet>,
+    pods_by_node: HashMap<String, PodIdSet>,
     pods_by_ip: HashMap<IpAddr, Vec<PodId>>,
-    pods_by_port_name: HashMap<String, HashSet<PodId>>,
+    pods_by_port_name: HashMap<String, PodIdSet>,
     /// Label key, then value: the pods that carry it.
-    pods_by_label: HashMap<String, HashMap<String, HashSet<PodId>>>,
+    pods_by_label: HashMap<LabelText, HashMap<LabelText, PodIdSet>>,
     namespaces: BTreeMap<String, Arc<Namespace>>,
     /// Label key, then value: the Namespace objects that carry it.
-    namespaces_by_label: HashMap<String, HashMap<String, BTreeSet<String>>>,
+    namespaces_by_label: HashMap<LabelText, HashMap<LabelText, BTreeSet<String>>>,
     /// Namespace, then name.
     service_accounts: HashMap<String, HashMap<String, Arc<ServiceAccount>>>,
     network_sets: BTreeMap<NetworkSetKey, Arc<NetworkSet>>,
@@ -141,11 +134,11 @@ pub struct ClusterIndex {
     policy_selectors: SelectorIndex<PolicyId>,
 }
 
-fn add_to<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashSet<PodId>>, key: K, id: PodId) {
+fn add_to<K: std::hash::Hash + Eq>(map: &mut HashMap<K, PodIdSet>, key: K, id: PodId) {
     map.entry(key).or_default().insert(id);
 }
 
-fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashSet<PodId>>, key: &K, id: PodId) {
+fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, PodIdSet>, key: &K, id: PodId) {
     if let Some(ids) = map.get_mut(key) {
         ids.remove(&id);
         if ids.is_empty() {
@@ -187,7 +180,7 @@ impl ClusterIndex {
     }
 
     /// The addresses of the pod in slot `id` (none for an empty slot).
-    pub fn pod_addresses(&self, id: PodId) -> PodAddresses {
+    pub fn pod_address(&self, id: PodId) -> PodAddress {
         self.addresses.get(id as usize).copied().unwrap_or_default()
     }
 
@@ -212,10 +205,7 @@ impl ClusterIndex {
             .copied()
     }
 
-    fn pods_of<'a>(
-        &'a self,
-        ids: Option<&'a HashSet<PodId>>,
-    ) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
+    fn pods_of<'a>(&'a self, ids: Option<&'a PodIdSet>) -> impl Iterator<Item = &'a Arc<Pod>> + 'a {
         ids.into_iter()
             .flatten()
             .filter_map(|id| self.pod_by_id(*id))
@@ -418,9 +408,9 @@ impl ClusterIndex {
     fn link_pod(&mut self, id: PodId, pod: &Pod) {
         let slot = id as usize;
         if slot >= self.addresses.len() {
-            self.addresses.resize(slot + 1, PodAddresses::default());
+            self.addresses.resize(slot + 1, PodAddress::default());
         }
-        self.addresses[slot] = PodAddresses::of(pod);
+        self.addresses[slot] = PodAddress::of(pod);
         add_to(&mut self.pods_by_namespace, pod.key.namespace.clone(), id);
         if let Some(node) = &pod.node {
             add_to(&mut self.pods_by_node, node.clone(), id);
@@ -441,7 +431,7 @@ impl ClusterIndex {
                     ids.insert(id);
                 }
                 None => {
-                    by_value.insert(value.clone(), HashSet::from([id]));
+                    by_value.insert(value.clone(), PodIdSet::from_iter([id]));
                 }
             }
         }
@@ -449,7 +439,7 @@ impl ClusterIndex {
 
     fn unlink_pod(&mut self, id: PodId, pod: &Pod) {
         if let Some(slot) = self.addresses.get_mut(id as usize) {
-            *slot = PodAddresses::default();
+            *slot = PodAddress::default();
         }
         remove_from(&mut self.pods_by_namespace, &pod.key.namespace, id);
         if let Some(node) = &pod.node {

@@ -16,7 +16,7 @@ fn pod(ns: &str, name: &str, node: &str, ip: &str) -> Pod {
 fn labelled(mut pod: Pod, pairs: &[(&str, &str)]) -> Pod {
     pod.labels = pairs
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| ((*k).into(), (*v).into()))
         .collect();
     pod
 }
@@ -69,7 +69,7 @@ fn candidate_pods_come_from_the_label_index() {
     ));
     index.upsert_namespace(Namespace {
         name: "b".into(),
-        labels: Labels::from([("team".to_string(), "x".to_string())]),
+        labels: Labels::from([("team".into(), "x".into())]),
         legacy_default_deny: false,
     });
     let names = |text: &str| {
@@ -156,7 +156,7 @@ fn candidates_are_exact_only_when_every_one_matches() {
     let mut index = ClusterIndex::new();
     index.upsert_namespace(Namespace {
         name: "b".into(),
-        labels: Labels::from([("team".to_string(), "x".to_string())]),
+        labels: Labels::from([("team".into(), "x".into())]),
         legacy_default_deny: false,
     });
     index.upsert_pod(labelled(

@@ -3,7 +3,7 @@
 
 use super::ClusterIndex;
 use crate::model::{Namespace, NetworkSet, Pod, ServiceAccount, NAMESPACE_NAME_LABEL};
-use crate::selector::{LabelSource, PROFILE_NAME_LABEL, SERVICE_ACCOUNT_LABEL};
+use crate::selector::{LabelSource, LabelText, PROFILE_NAME_LABEL, SERVICE_ACCOUNT_LABEL};
 
 /// Calico sets `projectcalico.org/serviceaccount` only for names shorter than 63 characters.
 const MAX_SERVICE_ACCOUNT_LABEL: usize = 62;
@@ -15,7 +15,7 @@ fn namespace_label<'a>(name: &'a str, object: Option<&'a Namespace>, key: &str) 
         return Some(name);
     }
     match object {
-        Some(ns) => ns.labels.get(key).map(String::as_str),
+        Some(ns) => ns.labels.get(key).map(LabelText::as_str),
         None => (key == NAMESPACE_NAME_LABEL).then_some(name),
     }
 }
@@ -56,7 +56,7 @@ impl<'a> PodView<'a> {
 
 impl LabelSource for PodView<'_> {
     fn own(&self, key: &str) -> Option<&str> {
-        self.pod.labels.get(key).map(String::as_str)
+        self.pod.labels.get(key).map(LabelText::as_str)
     }
 
     fn namespace(&self) -> Option<&str> {
@@ -83,7 +83,7 @@ impl LabelSource for PodView<'_> {
         if key == PROFILE_NAME_LABEL {
             return Some(name);
         }
-        self.account()?.labels.get(key).map(String::as_str)
+        self.account()?.labels.get(key).map(LabelText::as_str)
     }
 
     fn for_each_own(&self, f: &mut dyn FnMut(&str, &str)) {
@@ -162,7 +162,7 @@ impl<'a> NetworkSetView<'a> {
 
 impl LabelSource for NetworkSetView<'_> {
     fn own(&self, key: &str) -> Option<&str> {
-        self.set.labels.get(key).map(String::as_str)
+        self.set.labels.get(key).map(LabelText::as_str)
     }
 
     fn namespace(&self) -> Option<&str> {

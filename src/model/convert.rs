@@ -86,7 +86,10 @@ fn object_key(meta: &meta::ObjectMeta) -> ObjectKey {
 }
 
 fn labels(meta: &meta::ObjectMeta) -> Labels {
-    meta.labels.clone().unwrap_or_default()
+    meta.labels
+        .as_ref()
+        .map(crate::selector::labels_of)
+        .unwrap_or_default()
 }
 
 /// Converts a Pod. `Ok(None)` means the pod takes no part in policy: it is host-networked, has
@@ -232,8 +235,8 @@ pub fn namespace(namespace: &core::Namespace, warnings: &mut Vec<Warning>) -> Na
     let mut labels = labels(&namespace.metadata);
     // Older API servers do not add it; selectors written for newer ones rely on it.
     labels
-        .entry(super::NAMESPACE_NAME_LABEL.to_string())
-        .or_insert_with(|| name.clone());
+        .entry(super::NAMESPACE_NAME_LABEL.into())
+        .or_insert_with(|| name.as_str().into());
     Namespace {
         labels,
         name,
@@ -961,7 +964,7 @@ mod tests {
         assert_eq!(
             ns.labels
                 .get("kubernetes.io/metadata.name")
-                .map(String::as_str),
+                .map(|v| v.as_str()),
             Some("team-a")
         );
     }

@@ -230,5 +230,5 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// The labels a namespace carries when nothing else is known of it.
 pub fn namespace_name_labels(name: &str) -> Labels {
-    Labels::from([(NAMESPACE_NAME_LABEL.to_string(), name.to_string())])
+    Labels::from([(NAMESPACE_NAME_LABEL.into(), name.into())])
 }

@@ -44,7 +44,7 @@ pub trait LabelSource {
 /// Plain labels: nothing derived, nothing inherited.
 impl LabelSource for Labels {
     fn own(&self, key: &str) -> Option<&str> {
-        self.get(key).map(String::as_str)
+        self.get(key).map(super::LabelText::as_str)
     }
 
     fn for_each_own(&self, f: &mut dyn FnMut(&str, &str)) {

@@ -24,7 +24,19 @@ pub use index::SelectorIndex;
 pub use restrict::{Placement, Restriction};
 
 /// Labels of a pod, namespace, service account or network set.
-pub type Labels = BTreeMap<String, String>;
+/// Label keys and values: most fit the 24 bytes of a `CompactString` inline, so a pod's labels
+/// cost no allocation each (with 150,000 pods, that is most of the agent's memory).
+pub type LabelText = compact_str::CompactString;
+
+pub type Labels = BTreeMap<LabelText, LabelText>;
+
+/// Labels from string pairs, such as an object's `metadata.labels`.
+pub fn labels_of<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> Labels {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (LabelText::from(k.as_ref()), LabelText::from(v.as_ref())))
+        .collect()
+}
 
 /// A selector that does not parse, with the byte offset where reading stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

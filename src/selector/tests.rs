@@ -9,7 +9,7 @@ use super::*;
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| ((*k).into(), (*v).into()))
         .collect()
 }
 
@@ -405,7 +405,7 @@ struct Endpoint {
 
 impl LabelSource for Endpoint {
     fn own(&self, key: &str) -> Option<&str> {
-        self.own.get(key).map(String::as_str)
+        self.own.get(key).map(|v| v.as_str())
     }
     fn namespace(&self) -> Option<&str> {
         self.namespace
@@ -417,10 +417,10 @@ impl LabelSource for Endpoint {
         self.service_account
     }
     fn namespace_label(&self, key: &str) -> Option<&str> {
-        self.namespace_labels.get(key).map(String::as_str)
+        self.namespace_labels.get(key).map(|v| v.as_str())
     }
     fn service_account_label(&self, key: &str) -> Option<&str> {
-        self.service_account_labels.get(key).map(String::as_str)
+        self.service_account_labels.get(key).map(|v| v.as_str())
     }
     fn for_each_own(&self, f: &mut dyn FnMut(&str, &str)) {
         self.own.iter().for_each(|(k, v)| f(k, v));

@@ -9,14 +9,14 @@ use palisade::selector::{Labels, Selector};
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| ((*k).into(), (*v).into()))
         .collect()
 }
 
 /// A Namespace object as the API server would show it: with its name label.
 pub fn namespace(name: &str, pairs: &[(&str, &str)]) -> Namespace {
     let mut labels = labels(pairs);
-    labels.insert(model::NAMESPACE_NAME_LABEL.to_string(), name.to_string());
+    labels.insert(model::NAMESPACE_NAME_LABEL.into(), name.into());
     Namespace {
         name: name.to_string(),
         labels,

@@ -661,7 +661,7 @@ pub fn cluster() -> impl Strategy<Value = Cluster> {
                         let role = if i % 2 == 0 { "ci" } else { "svc" };
                         cluster.service_accounts.insert(
                             ObjectKey::new(NAMESPACES[i % namespaces], "builder"),
-                            Labels::from([("role".to_string(), role.to_string())]),
+                            Labels::from([("role".into(), role.into())]),
                         );
                     }
                 }

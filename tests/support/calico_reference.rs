@@ -60,7 +60,7 @@ fn parse(text: &str) -> Expr {
 }
 
 fn matches(expr: &Expr, labels: &Labels) -> bool {
-    expr_matches(expr, &|k| labels.get(k).map(String::as_str))
+    expr_matches(expr, &|k| labels.get(k).map(|v| v.as_str()))
 }
 
 fn net(text: &str) -> IpNetwork {
@@ -98,9 +98,9 @@ impl Cluster {
     fn namespace_map(&self, ns: &str) -> Labels {
         let mut labels = match self.namespaces.get(ns) {
             Some(object) => object.labels.clone(),
-            None => Labels::from([(NAMESPACE_NAME_LABEL.to_string(), ns.to_string())]),
+            None => Labels::from([(NAMESPACE_NAME_LABEL.into(), ns.into())]),
         };
-        labels.insert("projectcalico.org/name".into(), ns.to_string());
+        labels.insert("projectcalico.org/name".into(), ns.into());
         labels
     }
 
@@ -110,7 +110,7 @@ impl Cluster {
             .get(&ObjectKey::new(ns, sa))
             .cloned()
             .unwrap_or_default();
-        labels.insert("projectcalico.org/name".into(), sa.to_string());
+        labels.insert("projectcalico.org/name".into(), sa.into());
         labels
     }
 
@@ -118,17 +118,20 @@ impl Cluster {
         let mut labels = pod.labels.clone();
         labels.insert(
             "projectcalico.org/namespace".into(),
-            pod.key.namespace.clone(),
+            pod.key.namespace.as_str().into(),
         );
         labels.insert("projectcalico.org/orchestrator".into(), "k8s".into());
         if let Some(sa) = &pod.service_account {
-            labels.insert("projectcalico.org/serviceaccount".into(), sa.clone());
+            labels.insert(
+                "projectcalico.org/serviceaccount".into(),
+                sa.as_str().into(),
+            );
             for (k, v) in self.service_account_map(&pod.key.namespace, sa) {
-                labels.entry(format!("pcsa.{k}")).or_insert(v);
+                labels.entry(format!("pcsa.{k}").into()).or_insert(v);
             }
         }
         for (k, v) in self.namespace_map(&pod.key.namespace) {
-            labels.entry(format!("pcns.{k}")).or_insert(v);
+            labels.entry(format!("pcns.{k}").into()).or_insert(v);
         }
         labels
     }
@@ -142,9 +145,9 @@ impl Cluster {
                 let mut labels: Labels =
                     serde_json::from_value(o["metadata"]["labels"].clone()).unwrap_or_default();
                 if let Some(ns) = &ns {
-                    labels.insert("projectcalico.org/namespace".into(), ns.clone());
+                    labels.insert("projectcalico.org/namespace".into(), ns.as_str().into());
                     for (k, v) in self.namespace_map(ns) {
-                        labels.entry(format!("pcns.{k}")).or_insert(v);
+                        labels.entry(format!("pcns.{k}").into()).or_insert(v);
                     }
                 }
                 let nets = o["spec"]["nets"]
@@ -196,7 +199,9 @@ fn inherited_matches(expr: &Expr, n: &Named, prefix: &str) -> bool {
         Expr::And(items) => items.iter().all(|e| inherited_matches(e, n, prefix)),
         Expr::Or(items) => items.iter().any(|e| inherited_matches(e, n, prefix)),
         leaf => expr_matches(leaf, &|k| {
-            n.labels.get(&format!("{prefix}{k}")).map(String::as_str)
+            n.labels
+                .get(format!("{prefix}{k}").as_str())
+                .map(|v| v.as_str())
         }),
     }
 }
@@ -532,13 +537,15 @@ impl Side<'_> {
             let account = n
                 .labels
                 .get("projectcalico.org/serviceaccount")
-                .map(String::as_str);
+                .map(|v| v.as_str());
             let names_ok = accounts["names"].as_array().is_none_or(|names| {
                 names.is_empty() || names.iter().any(|x| x.as_str() == account)
             });
             let selector_ok = text(accounts, "selector").is_none_or(|s| {
                 expr_matches(&parse(s), &|k| {
-                    n.labels.get(&format!("pcsa.{k}")).map(String::as_str)
+                    n.labels
+                        .get(format!("pcsa.{k}").as_str())
+                        .map(|v| v.as_str())
                 })
             });
             names_ok && selector_ok

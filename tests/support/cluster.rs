@@ -93,7 +93,7 @@ impl Cluster {
     pub fn namespace_labels(&self, name: &str) -> Labels {
         match self.namespaces.get(name) {
             Some(ns) => ns.labels.clone(),
-            None => Labels::from([(model::NAMESPACE_NAME_LABEL.to_string(), name.to_string())]),
+            None => Labels::from([(model::NAMESPACE_NAME_LABEL.into(), name.into())]),
         }
     }
 

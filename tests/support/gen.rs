@@ -124,7 +124,7 @@ pub fn labels(vocab: Vocab, min: usize, max: usize) -> impl Strategy<Value = Lab
             .into_iter()
             .map(|(k, v)| {
                 let (key, values) = vocab[k.index(vocab.len())];
-                (key.to_string(), values[v.index(values.len())].to_string())
+                (key.into(), values[v.index(values.len())].into())
             })
             .collect()
     })
@@ -298,7 +298,7 @@ pub fn policy_body() -> impl Strategy<Value = PolicyBody> {
 /// A Namespace object: labels (the name label is added), legacy DefaultDeny.
 pub fn namespace_object(name: &str, labels: &Labels, default_deny: bool) -> Namespace {
     let mut labels = labels.clone();
-    labels.insert(model::NAMESPACE_NAME_LABEL.to_string(), name.to_string());
+    labels.insert(model::NAMESPACE_NAME_LABEL.into(), name.into());
     Namespace {
         name: name.to_string(),
         labels,

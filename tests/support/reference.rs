@@ -75,7 +75,7 @@ enum Dir {
 /// value; `Exists`/`DoesNotExist` (`has`, `!has`) look at the key only. The empty selector
 /// (`all()`) selects everything.
 pub fn selector_matches(selector: &Selector, labels: &Labels) -> bool {
-    expr_matches(selector.expr(), &|key| labels.get(key).map(String::as_str))
+    expr_matches(selector.expr(), &|key| labels.get(key).map(|v| v.as_str()))
 }
 
 /// Calico's selector semantics (SPEC E.3) over a label lookup: absent labels are unequal to

@@ -88,6 +88,6 @@ pub fn identity(
     Ok(Identity {
         name,
         namespace: meta.namespace.clone().filter(|n| !n.is_empty()),
-        labels,
+        labels: crate::selector::labels_of(labels),
     })
 }

@@ -517,9 +517,9 @@ fn crd_v1_objects_take_name_and_labels_from_the_metadata_annotation() {
         panic!("a network set")
     };
     assert_eq!(set.key.name, "real");
-    assert_eq!(set.labels.get("role").map(String::as_str), Some("db"));
+    assert_eq!(set.labels.get("role").map(|v| v.as_str()), Some("db"));
     assert_eq!(
-        set.labels.get("kept").map(String::as_str),
+        set.labels.get("kept").map(|v| v.as_str()),
         Some("annotation"),
         "the annotation wins"
     );
