@@ -810,7 +810,8 @@ impl NodeCompiler {
                 self.add_pod_members(index, key, family, &members, entries);
                 if key.takes_network_sets() {
                     let sets: Vec<Arc<NetworkSet>> = index
-                        .network_sets()
+                        .candidate_network_sets(selector)
+                        .into_iter()
                         .filter(|set| selector.matches(&index.network_set_view(set)))
                         .cloned()
                         .collect();

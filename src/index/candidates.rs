@@ -10,9 +10,11 @@
 //! are usually of this shape, and evaluating tens of thousands of pods would dominate a cold
 //! compile.
 
+use std::sync::Arc;
+
 use super::views::NamespaceView;
 use super::{ClusterIndex, PodId, PodIdSet};
-use crate::model::NAMESPACE_NAME_LABEL;
+use crate::model::{NetworkSet, NAMESPACE_NAME_LABEL};
 use crate::selector::{Expr, Label, LabelKind, LabelSource, Selector, PROFILE_NAME_LABEL};
 
 /// What a candidate still has to satisfy once the buckets have picked it.
@@ -338,6 +340,26 @@ impl ClusterIndex {
                     rest: buckets.rest,
                 }
             }
+        }
+    }
+
+    /// The network sets a selector could match: those of the namespaces it names when it
+    /// names some (a namespaced policy's rule selectors always do), else every one.
+    pub fn candidate_network_sets(&self, selector: &Selector) -> Vec<&Arc<NetworkSet>> {
+        let restrictions = selector.restrictions();
+        let namespaces = restrictions
+            .iter()
+            .find(|(label, _)| label.kind() == LabelKind::Namespace)
+            .and_then(|(_, r)| r.values.clone());
+        match namespaces {
+            Some(names) => {
+                let mut out = Vec::new();
+                for ns in &names {
+                    out.extend(self.network_sets_in(ns));
+                }
+                out
+            }
+            None => self.network_sets().collect(),
         }
     }
 }

@@ -281,13 +281,17 @@ impl ClusterIndex {
     }
 
     /// The namespaced network sets of one namespace.
-    pub fn network_sets_in<'a>(
-        &'a self,
-        namespace: &'a str,
-    ) -> impl Iterator<Item = &'a Arc<NetworkSet>> + 'a {
+    pub fn network_sets_in(&self, namespace: &str) -> impl Iterator<Item = &Arc<NetworkSet>> {
+        // Keys sort by namespace first: the namespace's sets are one range.
+        let namespace = Some(namespace.to_string());
+        let start = NetworkSetKey {
+            namespace: namespace.clone(),
+            name: String::new(),
+        };
         self.network_sets
-            .values()
-            .filter(move |set| set.key.namespace.as_deref() == Some(namespace))
+            .range(start..)
+            .take_while(move |(key, _)| key.namespace == namespace)
+            .map(|(_, set)| set)
     }
 
     /// The tier of this name: declared by a Tier resource, built in, or only named by policies.
