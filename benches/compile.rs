@@ -1,7 +1,9 @@
 //! Compiler benchmarks on the "large" cluster of the performance issue: 150,000 pods on 5,000
-//! nodes (110 on `node-0`), 2,000 namespaces, 10,000 policies.
+//! nodes (110 on `node-0`), 2,000 namespaces, 10,000 policies; then its Calico variant, the
+//! same cluster plus 2,000 Calico policies in 3 tiers and 500 network sets
+//! (`support/calico.rs`), whose benchmarks carry the prefix `calico_`.
 //!
-//! `cargo bench --bench compile` runs:
+//! `cargo bench --bench compile` runs, for each variant:
 //! - `cold_compile_node`: `NodeCompiler::new(&index, "node-0", ..)`, the node's desired state
 //!   from scratch, as the agent builds it at start (target ≤ 300 ms; Calico variant ≤ 150 ms);
 //! - `pod_label_change_remote` / `pod_label_change_local`: one pod's labels toggle between two
@@ -17,6 +19,7 @@
 //! - `PALISADE_BENCH_CLUSTER=small`: the small cluster instead of the large one.
 //! - `PALISADE_BENCH_SEED=N`: another cluster of the same shape (the default seed is fixed).
 //! - `PALISADE_BENCH_BREAKDOWN=1`: also print where a cold compile spends its time, per set.
+//! - `PALISADE_BENCH_VARIANT=kubernetes|calico`: only that variant.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
