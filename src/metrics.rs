@@ -39,6 +39,8 @@ pub struct Metrics {
     pub policies_invalid: IntGauge,
     pub watch_events: IntCounterVec,
     pub drift_repairs: IntCounter,
+    pub kernel_reads: IntCounter,
+    pub syncs_without_changes: IntCounter,
     pub last_successful_sync: IntGauge,
     ready: AtomicBool,
 }
@@ -65,7 +67,7 @@ impl Metrics {
             )?,
             apply_duration: histogram(
                 "palisade_apply_duration_seconds",
-                "Time to read the kernel state and write the difference.",
+                "Time to plan and write the difference to the kernel (reading the kernel first when the last write is not known to be in place).",
             )?,
             syncs: IntCounter::new("palisade_syncs_total", "Successful syncs of the kernel to the desired state.")?,
             sync_errors: counter_vec("palisade_sync_errors_total", "Failed syncs, by reason.", "reason")?,
@@ -94,6 +96,14 @@ impl Metrics {
             drift_repairs: IntCounter::new(
                 "palisade_drift_repairs_total",
                 "Chains, sets and hooks the periodic refresh found changed behind Palisade's back and repaired.",
+            )?,
+            kernel_reads: IntCounter::new(
+                "palisade_kernel_reads_total",
+                "Applies that read the kernel state before writing (at start, after a failure or drift); the others diff against what the last apply wrote.",
+            )?,
+            syncs_without_changes: IntCounter::new(
+                "palisade_syncs_without_changes_total",
+                "Syncs whose changes left this node's desired state as it was: nothing was planned or written.",
             )?,
             last_successful_sync: IntGauge::new(
                 "palisade_last_successful_sync_timestamp_seconds",
@@ -124,6 +134,8 @@ impl Metrics {
             Box::new(self.policies_invalid.clone()),
             Box::new(self.watch_events.clone()),
             Box::new(self.drift_repairs.clone()),
+            Box::new(self.kernel_reads.clone()),
+            Box::new(self.syncs_without_changes.clone()),
             Box::new(self.last_successful_sync.clone()),
         ];
         for collector in collectors {

@@ -2,8 +2,9 @@
 //!
 //! One thread owns the index, the incremental compiler and the dataplane, so syncs never
 //! overlap and need no locks. Sources (the Kubernetes watchers or the manifest directory) send
-//! [`SourceEvent`]s; the core coalesces them for `debounce`, then compiles incrementally and
-//! applies. Nothing touches the kernel until every kind has been listed once, so a restart never
+//! [`SourceEvent`]s. The first change after a quiet period is compiled and applied at once
+//! (leading edge); changes that arrive while a sync runs or within `debounce` after it are
+//! gathered into the next one, so a burst costs a handful of applies. Nothing touches the kernel until every kind has been listed once, so a restart never
 //! applies a partial view or removes rules a previous run left in place.
 
 pub mod files;
@@ -11,7 +12,7 @@ pub mod source;
 mod sync;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,8 @@ pub use source::{InvalidPolicy, Kind, SourceEvent};
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub node: String,
-    /// How long to gather a burst of changes into one sync.
+    /// The quiet time after a sync: the first change after it is synced at once, changes
+    /// within it are gathered into one sync at its end.
     pub debounce: Duration,
     /// How often to compare the kernel with the desired state and repair drift.
     pub refresh_interval: Duration,
@@ -89,6 +91,8 @@ pub struct Agent {
     invalid_policies: BTreeMap<PolicyId, String>,
     /// When the oldest change not yet in the kernel arrived.
     dirty_since: Option<Instant>,
+    /// When the last sync ended: the next one waits until `debounce` after it.
+    last_sync: Option<Instant>,
     /// After a failure: rebuild the compiler's state from scratch at the next sync.
     full_resync: bool,
     retry_at: Option<Instant>,
@@ -110,6 +114,7 @@ impl Agent {
             listed: BTreeSet::new(),
             invalid_policies: BTreeMap::new(),
             dirty_since: None,
+            last_sync: None,
             full_resync: false,
             retry_at: None,
             backoff,
@@ -129,6 +134,21 @@ impl Agent {
                 Ok(AgentMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
+            // Everything that queued up (during the last sync, say) goes into the next sync.
+            let mut stop = false;
+            loop {
+                match receiver.try_recv() {
+                    Ok(AgentMessage::Source(event)) => self.ingest(*event),
+                    Ok(AgentMessage::Shutdown) | Err(TryRecvError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            if stop {
+                break;
+            }
             self.run_due_work();
         }
         self.shut_down();
@@ -143,10 +163,16 @@ impl Agent {
         let mut deadline = far.min(self.next_refresh);
         if let Some(retry) = self.retry_at {
             deadline = deadline.min(retry);
-        } else if let Some(since) = self.dirty_since {
-            deadline = deadline.min(since + self.config.debounce);
+        } else if self.dirty_since.is_some() {
+            deadline = deadline.min(self.quiet_until().unwrap_or_else(Instant::now));
         }
         deadline
+    }
+
+    /// When the debounce window after the last sync ends; a change before then waits for it.
+    /// `None` before the first sync, which waits for nothing.
+    fn quiet_until(&self) -> Option<Instant> {
+        self.last_sync.map(|ended| ended + self.config.debounce)
     }
 
     fn run_due_work(&mut self) {
@@ -156,7 +182,7 @@ impl Agent {
         let now = Instant::now();
         let sync_due = match (self.retry_at, self.dirty_since) {
             (Some(retry), _) => now >= retry,
-            (None, Some(since)) => now >= since + self.config.debounce,
+            (None, Some(_)) => self.quiet_until().is_none_or(|quiet| now >= quiet),
             (None, None) => false,
         };
         if sync_due {

@@ -24,12 +24,30 @@ impl Agent {
         }
         let pending = std::mem::take(&mut self.pending).len();
         let compile_time = compile_started.elapsed();
-        let Some(compiler) = &self.compiler else {
+        let incremental = !self.full_resync && self.last_sync.is_some();
+        let Some(compiler) = &mut self.compiler else {
             return;
         };
+        // Changes elsewhere in the cluster often change nothing here: then there is nothing
+        // to plan, as long as the kernel is known to hold the last state written.
+        let unchanged = compiler.take_dirty().is_empty();
+        if incremental && unchanged && self.dataplane.remembers() {
+            self.metrics.syncs.inc();
+            self.metrics.syncs_without_changes.inc();
+            self.mark_in_sync();
+            tracing::debug!(
+                index_changes = pending,
+                compile_us = compile_time.as_micros() as u64,
+                "synced: nothing changed for this node"
+            );
+            self.dirty_since = None;
+            self.last_sync = Some(Instant::now());
+            return;
+        }
         let result = self
             .dataplane
             .apply(compiler.state(), ApplyOptions::default());
+        self.last_sync = Some(Instant::now());
         match result {
             Ok(report) => {
                 self.record_success(&report, started, compile_time, pending);
@@ -55,20 +73,16 @@ impl Agent {
             .sync_duration
             .observe(started.elapsed().as_secs_f64());
         metrics.apply_duration.observe(report.elapsed.as_secs_f64());
+        if report.read_kernel {
+            metrics.kernel_reads.inc();
+        }
         for restore in &report.restores {
             metrics
                 .restore_calls
                 .with_label_values(&[tool_label(&restore.program)])
                 .inc();
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        metrics
-            .last_successful_sync
-            .set(i64::try_from(now).unwrap_or(i64::MAX));
-        metrics.set_ready(true);
+        self.mark_in_sync();
         if let Some(compiler) = &self.compiler {
             let state = compiler.state();
             for family in Family::ALL {
@@ -104,9 +118,24 @@ impl Agent {
             index_changes = changes_seen,
             compile_us = compile_time.as_micros() as u64,
             apply_ms = report.elapsed.as_millis() as u64,
+            read_kernel = report.read_kernel,
             latency_ms = started.elapsed().as_millis() as u64,
             "synced"
         );
+    }
+
+    /// The kernel is known to match the desired state now: after an apply, a sync that had
+    /// nothing to write, or a refresh that found no drift. A quiet cluster stays fresh for the
+    /// staleness alert.
+    fn mark_in_sync(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.metrics
+            .last_successful_sync
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
+        self.metrics.set_ready(true);
     }
 
     fn record_failure(&mut self, error: &DataplaneError) {
@@ -139,7 +168,10 @@ impl Agent {
             return;
         };
         match self.dataplane.verify(compiler.state()) {
-            Ok(drift) if drift.is_empty() => tracing::debug!("refresh: the kernel matches"),
+            Ok(drift) if drift.is_empty() => {
+                tracing::debug!("refresh: the kernel matches");
+                self.mark_in_sync();
+            }
             Ok(drift) => {
                 for (family, chain) in &drift.chains {
                     tracing::warn!(%family, chain, "drift: chain changed outside Palisade");

@@ -184,3 +184,90 @@ fn a_relisting_replaces_what_is_known_without_losing_the_rest() {
         "other kinds are untouched by a pod re-list"
     );
 }
+
+fn is_read(call: &crate::dataplane::RecordedCall) -> bool {
+    !call.is_restore()
+}
+
+#[test]
+fn the_first_change_after_a_quiet_period_syncs_at_once_and_the_rest_wait_for_the_window() {
+    let mut f = fixture();
+    f.agent.config.debounce = Duration::from_secs(3600);
+    list_everything(&mut f.agent);
+    f.agent.run_due_work();
+    assert_eq!(f.metrics.syncs.get(), 1, "the initial sync does not wait");
+
+    // Within the window after that sync: gathered, not synced.
+    f.agent.ingest(SourceEvent::PodApplied(pod("a", "api")));
+    f.agent.ingest(SourceEvent::PodApplied(pod("bb", "api")));
+    f.agent.run_due_work();
+    assert_eq!(f.metrics.syncs.get(), 1, "changes within the window wait");
+
+    // The window ends: one sync takes both changes.
+    f.agent.last_sync = Some(Instant::now() - Duration::from_secs(3601));
+    f.agent.run_due_work();
+    assert_eq!(f.metrics.syncs.get(), 2);
+    assert!(f.agent.dirty_since.is_none());
+
+    // Quiet for longer than the window: the next change is synced as soon as it is seen.
+    f.agent.last_sync = Some(Instant::now() - Duration::from_secs(3601));
+    f.agent.ingest(SourceEvent::PodApplied(pod("a", "web")));
+    f.agent.run_due_work();
+    assert_eq!(f.metrics.syncs.get(), 3, "leading edge");
+}
+
+#[test]
+fn syncs_after_the_first_do_not_read_the_kernel() {
+    let mut f = fixture();
+    list_everything(&mut f.agent);
+    f.agent.run_due_work();
+    assert!(f.runner.calls().iter().any(is_read), "the first sync reads");
+    assert_eq!(f.metrics.kernel_reads.get(), 1);
+    f.runner.clear_calls();
+    // A new local pod: its chains are written.
+    f.agent.ingest(SourceEvent::PodApplied(pod("ccc", "web")));
+    f.agent.run_due_work();
+    let calls = f.runner.calls();
+    assert!(!calls.is_empty(), "the change is written");
+    assert!(!calls.iter().any(is_read), "no read: {calls:?}");
+    assert_eq!(f.metrics.kernel_reads.get(), 1);
+}
+
+#[test]
+fn a_change_that_changes_nothing_here_runs_no_command() {
+    let mut f = fixture();
+    list_everything(&mut f.agent);
+    f.agent.run_due_work();
+    f.runner.clear_calls();
+    let mut elsewhere = pod("remote", "web");
+    elsewhere.node = Some("n2".into());
+    elsewhere.ips = vec!["10.0.9.9".parse().unwrap()];
+    // No policy here reads pods' labels into a set: a pod on another node changes nothing.
+    f.agent.ingest(SourceEvent::PodApplied(elsewhere));
+    f.agent.run_due_work();
+    assert!(f.runner.calls().is_empty(), "{:?}", f.runner.calls());
+    assert_eq!(f.metrics.syncs_without_changes.get(), 1);
+    assert_eq!(f.metrics.syncs.get(), 2, "it still counts as a sync");
+    assert!(f.agent.dirty_since.is_none());
+}
+
+#[test]
+fn a_refresh_that_finds_drift_makes_the_repair_read_the_kernel() {
+    let mut f = fixture();
+    list_everything(&mut f.agent);
+    f.agent.run_due_work();
+    assert!(f.agent.dataplane.remembers());
+    // The recording kernel prints nothing back: to a refresh, everything has gone missing.
+    f.runner.clear_calls();
+    f.agent.refresh();
+    assert!(f.metrics.drift_repairs.get() > 0);
+    assert_eq!(
+        f.metrics.kernel_reads.get(),
+        2,
+        "the repair read the kernel again"
+    );
+    assert!(
+        f.runner.calls().iter().any(|c| c.is_restore()),
+        "and rewrote it"
+    );
+}

@@ -264,8 +264,12 @@ fn nets_entries(nets: &[IpNetwork], except: &[IpNetwork], family: Family) -> Vec
 }
 
 /// One network as `hash:net` entries: a whole address space is its two halves.
+///
+/// Host bits are cleared (`10.0.0.5/8` is `10.0.0.0/8`, as the kernel stores it), so each
+/// network is one entry however it was written, and the dataplane can diff entries as elements.
 fn net_entries(net: IpNetwork, nomatch: bool) -> Vec<SetEntry> {
     if net.prefix() != 0 {
+        let net = IpNetwork::new(net.network(), net.prefix()).unwrap_or(net);
         return vec![SetEntry::Net { net, nomatch }];
     }
     let halves: [std::net::IpAddr; 2] = match net {

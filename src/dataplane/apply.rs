@@ -8,9 +8,11 @@ use crate::compiler::desired::DesiredState;
 use crate::model::Family;
 
 use super::error::DataplaneError;
+use super::memory::{plan_from_memory, remember, RememberedPlan};
 use super::plan::FamilyStats;
 use super::read::plan_both_families;
 use super::restore::{render_plan, Stage};
+use super::validate::validate_family;
 use super::Dataplane;
 
 /// How long `iptables-restore` waits for the xtables lock (held by kube-proxy while it
@@ -43,6 +45,8 @@ pub struct ApplyReport {
     /// In order. For a dry run, what would have been sent.
     pub restores: Vec<Restore>,
     pub dry_run: bool,
+    /// The plan came from reading the kernel, not from the memory of the last apply.
+    pub read_kernel: bool,
     pub elapsed: Duration,
 }
 
@@ -66,34 +70,57 @@ impl Dataplane {
     /// Makes Palisade's chains, hook and sets in both families match `desired`, touching
     /// nothing else. Blocking: it runs the restore tools; call it from a blocking thread.
     ///
-    /// A failure leaves the kernel partly updated (each iptables transaction is atomic,
-    /// `ipset restore` is not); the next apply reads the kernel again and finishes the job.
+    /// The first apply reads the kernel; later ones plan from what the previous one wrote,
+    /// until a failure or [`Dataplane::forget`]. A failure leaves the kernel partly updated
+    /// (each iptables transaction is atomic, `ipset restore` is not); the next apply reads the
+    /// kernel again and finishes the job.
     pub fn apply(
         &self,
         desired: &DesiredState,
         options: ApplyOptions,
     ) -> Result<ApplyReport, DataplaneError> {
-        let _one_writer = self.serialize();
+        let mut written = self.serialize();
         let started = Instant::now();
-        let plans = plan_both_families(self.runner.as_ref(), self.backend, desired)?;
+        let read_kernel = written.is_none();
+        let plans = match written.as_ref() {
+            Some(known) => plan_from(known, desired)?,
+            None => plan_both_families(self.runner.as_ref(), self.backend, desired)?
+                .into_iter()
+                .map(|(family, plan)| {
+                    let plan = plan.map(|plan| RememberedPlan {
+                        plan,
+                        deltas: Default::default(),
+                    });
+                    (family, plan)
+                })
+                .collect(),
+        };
         let mut report = ApplyReport {
             dry_run: options.dry_run,
+            read_kernel,
             ..ApplyReport::default()
         };
-        for (family, plan) in plans {
-            let Some(plan) = plan else {
+        for (family, plan) in &plans {
+            let family = *family;
+            let Some(RememberedPlan { plan, .. }) = plan else {
                 report.family_mut(family).skipped = true;
                 continue;
             };
             let wanted = desired.family(family);
             let stats = plan.stats(wanted);
             *report.family_mut(family) = stats;
-            for (stage, input) in render_plan(&plan, wanted) {
+            for (stage, input) in render_plan(plan, wanted) {
                 let restore = self.restore(family, stage, input);
                 if !options.dry_run {
                     tracing::debug!(%family, ?stage, program = %restore.program, input = %restore.input, "restoring");
-                    self.runner
-                        .run(&restore.program, &restore.args, Some(&restore.input))?;
+                    if let Err(error) =
+                        self.runner
+                            .run(&restore.program, &restore.args, Some(&restore.input))
+                    {
+                        // Part of the input may be in the kernel: only a read can tell.
+                        *written = None;
+                        return Err(error);
+                    }
                 }
                 report.restores.push(restore);
             }
@@ -102,6 +129,7 @@ impl Dataplane {
                     %family,
                     backend = %self.backend,
                     dry_run = options.dry_run,
+                    read_kernel,
                     changes = stats.changes(),
                     chains_written = stats.chains_written,
                     chains_deleted = stats.chains_deleted,
@@ -115,11 +143,24 @@ impl Dataplane {
                 );
             }
         }
+        if !options.dry_run {
+            match written.as_mut() {
+                Some(known) => {
+                    for (family, plan) in plans {
+                        if let Some(plan) = plan {
+                            remember(known.family_mut(family), desired.family(family), plan);
+                        }
+                    }
+                }
+                None => *written = Some(desired.clone()),
+            }
+        }
         report.changes = report.v4.changes() + report.v6.changes();
         report.elapsed = started.elapsed();
         tracing::debug!(
             changes = report.changes,
             restores = report.restores.len(),
+            read_kernel,
             elapsed_ms = report.elapsed.as_millis() as u64,
             dry_run = options.dry_run,
             "dataplane apply finished"
@@ -148,4 +189,22 @@ impl Dataplane {
             input,
         }
     }
+}
+
+/// Both families planned from the memory of the last apply, after the same checks a read
+/// would make.
+fn plan_from(
+    known: &DesiredState,
+    desired: &DesiredState,
+) -> Result<Vec<(Family, Option<RememberedPlan>)>, DataplaneError> {
+    for family in Family::ALL {
+        validate_family(family, desired.family(family))?;
+    }
+    Ok(Family::ALL
+        .into_iter()
+        .map(|family| {
+            let plan = plan_from_memory(family, desired.family(family), known.family(family));
+            (family, plan)
+        })
+        .collect())
 }

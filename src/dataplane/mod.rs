@@ -13,6 +13,7 @@ mod error;
 pub mod exec;
 mod ipset_save;
 mod iptables_save;
+mod memory;
 mod plan;
 mod read;
 pub mod recording;
@@ -22,9 +23,13 @@ mod validate;
 mod verify;
 
 #[cfg(test)]
+mod memory_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::compiler::desired::DesiredState;
 
 pub use apply::{ApplyOptions, ApplyReport, Restore};
 pub use backend::{detect_backend, resolve_backend, Backend, BackendChoice, BackendReason};
@@ -40,9 +45,11 @@ pub use verify::Drift;
 pub struct Dataplane {
     runner: Arc<dyn CommandRunner>,
     backend: Backend,
-    /// Apply and cleanup read, then write: two running at once (an event-driven apply and
-    /// the periodic refresh) would each write a diff computed before the other's writes.
-    writer: Mutex<()>,
+    /// What the last successful apply wrote, when nothing since gives reason to doubt that
+    /// the kernel still holds it; `None` makes the next apply read the kernel. The lock also
+    /// serializes writers: two applies at once (an event-driven one and the periodic refresh)
+    /// would each write a diff computed before the other's writes.
+    written: Mutex<Option<DesiredState>>,
 }
 
 impl Dataplane {
@@ -52,7 +59,7 @@ impl Dataplane {
         Self {
             runner,
             backend,
-            writer: Mutex::new(()),
+            written: Mutex::new(None),
         }
     }
 
@@ -60,8 +67,18 @@ impl Dataplane {
         self.backend
     }
 
-    fn serialize(&self) -> MutexGuard<'_, ()> {
-        self.writer
+    /// Whether the next apply plans from memory, without reading the kernel.
+    pub fn remembers(&self) -> bool {
+        self.serialize().is_some()
+    }
+
+    /// Makes the next apply read the kernel and diff against what it finds.
+    pub fn forget(&self) {
+        *self.serialize() = None;
+    }
+
+    fn serialize(&self) -> MutexGuard<'_, Option<DesiredState>> {
+        self.written
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -87,6 +87,22 @@ impl FamilyStats {
 }
 
 impl FamilyPlan {
+    /// A plan that changes nothing.
+    pub fn empty(family: Family) -> Self {
+        Self {
+            family,
+            create_sets: Vec::new(),
+            edit_sets: BTreeMap::new(),
+            replace_sets: Vec::new(),
+            destroy_sets: Vec::new(),
+            bridge_chains: Vec::new(),
+            write_chains: Vec::new(),
+            delete_chains: Vec::new(),
+            insert_hook: false,
+            remove_hooks: Vec::new(),
+        }
+    }
+
     pub fn stats(&self, desired: &FamilyState) -> FamilyStats {
         let filled: usize = self
             .create_sets
@@ -116,18 +132,7 @@ pub fn plan_family(
     filter: &FilterSnapshot,
     kernel_sets: &BTreeMap<String, KernelSet>,
 ) -> FamilyPlan {
-    let mut plan = FamilyPlan {
-        family,
-        create_sets: Vec::new(),
-        edit_sets: BTreeMap::new(),
-        replace_sets: Vec::new(),
-        destroy_sets: Vec::new(),
-        bridge_chains: Vec::new(),
-        write_chains: Vec::new(),
-        delete_chains: Vec::new(),
-        insert_hook: false,
-        remove_hooks: Vec::new(),
-    };
+    let mut plan = FamilyPlan::empty(family);
 
     let mut temporaries_in_use = Vec::new();
     for (name, set) in &desired.ipsets {
@@ -207,7 +212,7 @@ pub fn plan_family(
     plan
 }
 
-fn member_edit(desired: &Elements, kernel: &Elements) -> SetEdit {
+pub(crate) fn member_edit(desired: &Elements, kernel: &Elements) -> SetEdit {
     SetEdit {
         add: desired
             .iter()

@@ -117,7 +117,10 @@ fn parse_ip_port(printed: &str) -> Option<String> {
 pub fn entry_fits(entry: &SetEntry, kind: IpSetKind, family: Family) -> bool {
     match (entry, kind) {
         (SetEntry::Ip(ip), IpSetKind::HashIp) => Family::of(ip) == family,
-        (SetEntry::Net { net, .. }, IpSetKind::HashNet) => Family::of_net(net) == family,
+        // Host bits would make two entries one kernel element.
+        (SetEntry::Net { net, .. }, IpSetKind::HashNet) => {
+            Family::of_net(net) == family && net.ip() == net.network()
+        }
         (SetEntry::IpPort { ip, .. }, IpSetKind::HashIpPort) => Family::of(ip) == family,
         _ => false,
     }

@@ -32,9 +32,10 @@ impl Drift {
 
 impl Dataplane {
     /// Compares without writing: three reads, no restore. Waits for a running apply, whose
-    /// half-done writes would otherwise count as drift.
+    /// half-done writes would otherwise count as drift. Afterwards the dataplane remembers
+    /// `desired` if the kernel matched it, and forgets what it wrote if not.
     pub fn verify(&self, desired: &DesiredState) -> Result<Drift, DataplaneError> {
-        let _no_writer = self.serialize();
+        let mut written = self.serialize();
         let plans = plan_both_families(self.runner.as_ref(), self.backend, desired)?;
         let mut drift = Drift::default();
         for (family, plan) in plans {
@@ -54,6 +55,9 @@ impl Dataplane {
                 drift.hooks.push(family);
             }
         }
+        // The kernel was just read: with no drift it holds `desired`, and with drift the memory
+        // of the last apply is wrong, so the next apply must read again.
+        *written = drift.is_empty().then(|| desired.clone());
         if !drift.is_empty() {
             tracing::info!(
                 chains = drift.chains.len(),
