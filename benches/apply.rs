@@ -18,14 +18,17 @@
 //! 4. `label toggles`: one remote pod, then one local pod, flips a label so it moves in and out
 //!    of sets node-0 uses (`index.upsert_pod` + `NodeCompiler::apply` + `Dataplane::apply` on
 //!    the programmed namespace), checking the report against the state diff (a remote toggle
-//!    must only change members, a local one rewrites chains);
-//! 5. `no-op re-apply`: the applied state again (reads only, no restore).
+//!    must only change members, a local one rewrites chains). After the initial apply the
+//!    dataplane plans from memory, so these are the event-to-kernel figures of a running agent
+//!    (median and p99);
+//! 5. `no-op re-apply`: the applied state again (from memory: no read, no restore); then the
+//!    kernel is read back and must match the state, which proves the memory was right.
 //!
 //! Every namespace is deleted when its guard drops, panics included; namespaces left by a
 //! killed run (their pid gone) are deleted at start.
 //!
 //! Environment:
-//! - `PALISADE_BENCH_QUICK=1`: 3 repetitions and 6 toggles instead of 5 and 10;
+//! - `PALISADE_BENCH_QUICK=1`: 3 repetitions and 40 toggles instead of 5 and 200;
 //! - `PALISADE_BENCH_REPS=N`: N repetitions of the full apply and bare restore;
 //! - `PALISADE_BENCH_CLUSTER=small`: the small cluster instead of the large one;
 //! - `PALISADE_BENCH_BACKENDS=nft|legacy|nft,legacy`: which backends (default both).
@@ -39,13 +42,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use palisade::agent::{Agent, AgentConfig, AgentMessage, SourceEvent};
 use palisade::compiler::{DesiredState, Marks, NodeCompiler};
 use palisade::dataplane::{
     ApplyOptions, ApplyReport, Backend, CommandOutput, CommandRunner, Dataplane, DataplaneError,
     FamilyStats, NetnsRunner, RecordingRunner, Restore,
 };
 use palisade::index::ClusterIndex;
-use palisade::model::Family;
+use palisade::metrics::Metrics;
+use palisade::model::{Family, PolicyKind};
 use palisade::render;
 
 #[path = "support/cluster.rs"]
@@ -92,6 +97,8 @@ fn ms(d: Duration) -> String {
 #[derive(Clone, Copy)]
 struct Stats {
     median: Duration,
+    /// The 99th percentile (nearest rank): the maximum below 100 samples.
+    p99: Duration,
     min: Duration,
     max: Duration,
     n: usize,
@@ -110,8 +117,10 @@ impl Stats {
         } else {
             (v[n / 2 - 1] + v[n / 2]) / 2
         };
+        let p99 = v[(n * 99).div_ceil(100).clamp(1, n) - 1];
         Some(Stats {
             median,
+            p99,
             min: v[0],
             max: v[n - 1],
             n,
@@ -123,8 +132,9 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} (min {}, max {}, n={})",
+            "{} (p99 {}, min {}, max {}, n={})",
             ms(self.median),
+            ms(self.p99),
             ms(self.min),
             ms(self.max),
             self.n
@@ -694,6 +704,7 @@ struct BackendResult {
     noop_wall: Option<Stats>,
     noop_breakdown: Vec<(String, Stats, usize, usize)>,
     noop_report: BTreeSet<String>,
+    memory_matches_kernel: bool,
     state_restored: bool,
 }
 
@@ -883,7 +894,7 @@ fn bench_backend(backend: Backend, cx: &mut Context<'_>) -> BackendResult {
     let mut toggles = Vec::new();
     for (label, spec) in cx.toggles {
         let samples = run_toggles(cx.index, cx.compiler, &dp, &runner, spec, cx.toggle_count);
-        for (i, s) in samples.iter().enumerate() {
+        for (i, s) in samples.iter().enumerate().take(4) {
             println!(
                 "  {label} toggle #{i}: compile {}, apply {} (report.elapsed {}), total {}; {}",
                 ms(s.compile),
@@ -905,6 +916,12 @@ fn bench_backend(backend: Backend, cx: &mut Context<'_>) -> BackendResult {
         noops.iter().map(|s| (s.wall, s.calls.as_slice())).collect();
     let noop_wall = Stats::of(noops.iter().map(|s| s.wall));
     println!("  no-op re-apply: {}", stats_text(noop_wall));
+    // Everything above after the initial apply was planned from memory: read the kernel back.
+    let drift = dp
+        .verify(cx.compiler.state())
+        .unwrap_or_else(|e| panic!("verify failed: {e}"));
+    let memory_matches_kernel = drift.is_empty();
+    println!("  kernel read back after the toggles matches the state: {memory_matches_kernel} ({drift:?})");
 
     let result = BackendResult {
         backend,
@@ -928,6 +945,7 @@ fn bench_backend(backend: Backend, cx: &mut Context<'_>) -> BackendResult {
         noop_breakdown: breakdown(&noop_pairs),
         noop_report: noops.iter().map(|s| report_text(&s.report)).collect(),
         state_restored,
+        memory_matches_kernel,
     };
     drop(namespaces);
     result
@@ -977,7 +995,9 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
         .unwrap_or(if quick { 3 } else { 5 });
-    let toggle_count = if quick { 6 } else { 10 };
+    // Toggles after the first apply write from memory and cost milliseconds: enough of them for
+    // a p99.
+    let toggle_count = if quick { 40 } else { 200 };
     let wanted = std::env::var("PALISADE_BENCH_BACKENDS").unwrap_or_else(|_| "nft,legacy".into());
     let backends: Vec<Backend> = [Backend::Nft, Backend::Legacy]
         .into_iter()
@@ -1001,7 +1021,8 @@ fn main() {
     };
     let size = if small { "small" } else { "large" };
     let start = Instant::now();
-    let mut index = cluster::generate(&params).build_index();
+    let objects = cluster::generate(&params);
+    let mut index = objects.clone().build_index();
     let index_time = start.elapsed();
     let start = Instant::now();
     let mut compiler = NodeCompiler::new(&index, LOCAL_NODE, Marks::default());
@@ -1049,6 +1070,10 @@ fn main() {
             results.push(bench_backend(*backend, &mut cx));
         }
     }
+    let agent_core: Vec<AgentCoreResult> = backends
+        .iter()
+        .map(|backend| bench_agent_core(*backend, &objects, &toggles, toggle_count))
+        .collect();
 
     // ---- summary ---------------------------------------------------------------------------
     println!();
@@ -1141,6 +1166,263 @@ fn main() {
         println!(
             "state after all toggles == initial state: {}",
             r.state_restored
+        );
+        println!(
+            "kernel after every toggle was written from memory == desired state (read back): {}",
+            r.memory_matches_kernel
+        );
+    }
+    print_agent_core(&agent_core);
+    for r in &results {
+        assert!(
+            r.memory_matches_kernel,
+            "{}: the kernel does not hold what the dataplane remembered writing",
+            r.backend
+        );
+    }
+}
+
+// ---- the agent core: watch event to kernel ---------------------------------------------------
+
+/// What a running agent does with an event, on the same node state: the core (index, compiler,
+/// dataplane with its memory) fed model objects as the watchers feed it, into a fresh
+/// namespace.
+struct AgentCoreResult {
+    backend: Backend,
+    /// Listings ingested to the first apply finished.
+    first_sync: Duration,
+    /// Event ingested to kernel updated, each event the first after a quiet period.
+    toggles: Vec<(String, Option<Stats>)>,
+    /// An event that changes nothing for the node.
+    noop: Option<Stats>,
+    noop_commands: usize,
+    /// The real loop on its own thread: events sent back to back, syncs and restore calls made.
+    burst_events: usize,
+    burst_syncs: u64,
+    burst_restores: usize,
+    burst_catch_up: Duration,
+    kernel_matches: bool,
+}
+
+fn listings(objects: &cluster::ClusterObjects) -> Vec<SourceEvent> {
+    vec![
+        SourceEvent::NamespacesListed(objects.namespaces.clone()),
+        SourceEvent::PodsListed(objects.pods.clone()),
+        SourceEvent::PoliciesListed {
+            kind: PolicyKind::Kubernetes,
+            valid: objects.policies.iter().map(|p| p.to_policy()).collect(),
+            invalid: Vec::new(),
+        },
+    ]
+}
+
+fn bench_agent_core(
+    backend: Backend,
+    objects: &cluster::ClusterObjects,
+    toggles: &[(&'static str, LabelToggle)],
+    count: usize,
+) -> AgentCoreResult {
+    println!("---- agent core, backend {backend} ----");
+    let ns = Netns::new();
+    let runner = Timed::new(&ns);
+    let dataplane = Arc::new(Dataplane::new(runner.clone(), backend));
+    let metrics = Metrics::new().expect("metrics");
+    let config = AgentConfig::new(LOCAL_NODE);
+    let quiet = config.debounce + Duration::from_millis(2);
+    let mut agent = Agent::new(config.clone(), dataplane.clone(), metrics.clone());
+    let start = Instant::now();
+    for event in listings(objects) {
+        agent.ingest(event);
+    }
+    agent.run_due_work();
+    let first_sync = start.elapsed();
+    println!("listings to first apply: {}", ms(first_sync));
+
+    let mut toggle_stats = Vec::new();
+    for (label, spec) in toggles {
+        let mut times = Vec::new();
+        for i in 0..count + count % 2 {
+            let pod = if i % 2 == 0 { &spec.b } else { &spec.a };
+            std::thread::sleep(quiet);
+            runner.take();
+            let start = Instant::now();
+            agent.ingest(SourceEvent::PodApplied(pod.clone()));
+            agent.run_due_work();
+            times.push(start.elapsed());
+            assert!(
+                !runner.take().is_empty(),
+                "a {label} toggle changes the kernel"
+            );
+        }
+        let stats = Stats::of(times);
+        println!("{label} pod event to kernel: {}", stats_text(stats));
+        toggle_stats.push((label.to_string(), stats));
+    }
+
+    // An event that changes nothing here: a remote pod gains and loses a label no selector reads.
+    let mut noop_times = Vec::new();
+    let mut noop_commands = 0;
+    if let Some((_, spec)) = toggles.iter().find(|(label, _)| *label == "remote") {
+        for i in 0..20 {
+            let mut pod = spec.a.clone();
+            if i % 2 == 0 {
+                pod.labels
+                    .insert("bench.palisade.io/unread".into(), "x".into());
+            }
+            std::thread::sleep(quiet);
+            runner.take();
+            let start = Instant::now();
+            agent.ingest(SourceEvent::PodApplied(pod));
+            agent.run_due_work();
+            noop_times.push(start.elapsed());
+            noop_commands += runner.take().len();
+        }
+    }
+    let noop = Stats::of(noop_times);
+    println!(
+        "no-op event: {} ({noop_commands} commands run)",
+        stats_text(noop)
+    );
+    drop(agent);
+
+    // The real loop: a burst of events, sent as fast as the channel takes them.
+    let burst_ns = Netns::new();
+    let burst_runner = Timed::new(&burst_ns);
+    let burst_dataplane = Arc::new(Dataplane::new(burst_runner.clone(), backend));
+    let burst_metrics = Metrics::new().expect("metrics");
+    let (sender, handle) =
+        palisade::agent::spawn(config, burst_dataplane.clone(), burst_metrics.clone())
+            .expect("agent thread");
+    for event in listings(objects) {
+        let _ = sender.send(AgentMessage::Source(Box::new(event)));
+    }
+    let wait_for_syncs = |at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while burst_metrics.syncs.get() < at_least && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_for_syncs(1);
+    std::thread::sleep(quiet);
+    burst_runner.take();
+    // Odd, so the burst ends in a state other than the one it started from.
+    let burst_events = 1001;
+    let syncs_before = burst_metrics.syncs.get();
+    let remote = toggles.iter().find(|(label, _)| *label == "remote");
+    let start = Instant::now();
+    if let Some((_, spec)) = remote {
+        for i in 0..burst_events {
+            let pod = if i % 2 == 0 { &spec.b } else { &spec.a };
+            let _ = sender.send(AgentMessage::Source(Box::new(SourceEvent::PodApplied(
+                pod.clone(),
+            ))));
+        }
+    }
+    // Caught up when no sync happened for two debounce windows.
+    let mut last = (burst_metrics.syncs.get(), Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = burst_metrics.syncs.get();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > 2 * quiet {
+            break;
+        }
+    }
+    let burst_catch_up = last.1.saturating_duration_since(start);
+    let burst_syncs = burst_metrics.syncs.get() - syncs_before;
+    let burst_restores = burst_runner
+        .take()
+        .iter()
+        .filter(|c| c.what.contains("restore"))
+        .count();
+    let _ = sender.send(AgentMessage::Shutdown);
+    let _ = handle.join();
+    println!(
+        "burst of {burst_events} events: {burst_syncs} syncs, {burst_restores} restore calls, caught up {} after the first was sent",
+        ms(burst_catch_up)
+    );
+
+    // The toggles above ended where they started, and the dataplane wrote them all from memory.
+    let compiled = NodeCompiler::new(
+        &cluster::ClusterObjects::clone(objects).build_index(),
+        LOCAL_NODE,
+        Marks::default(),
+    )
+    .into_state();
+    let drift = dataplane
+        .verify(&compiled)
+        .unwrap_or_else(|e| panic!("verify failed: {e}"));
+    let kernel_matches = drift.is_empty();
+    println!("kernel read back == compiled state: {kernel_matches} ({drift:?})");
+    AgentCoreResult {
+        backend,
+        first_sync,
+        toggles: toggle_stats,
+        noop,
+        noop_commands,
+        burst_events,
+        burst_syncs,
+        burst_restores,
+        burst_catch_up,
+        kernel_matches,
+    }
+}
+
+fn print_agent_core(results: &[AgentCoreResult]) {
+    for r in results {
+        println!(
+            "-- agent core (event to kernel, default 100 ms debounce), backend {} --",
+            r.backend
+        );
+        println!("listings to first apply:   {}", ms(r.first_sync));
+        for (label, stats) in &r.toggles {
+            let (median_target, p99_target) = if label == "remote" {
+                (Duration::from_millis(10), Some(Duration::from_millis(30)))
+            } else {
+                (Duration::from_millis(25), None)
+            };
+            let verdict = stats.map_or("not run", |s| {
+                let p99_ok = p99_target.is_none_or(|t| s.p99 <= t);
+                if s.median <= median_target && p99_ok {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            });
+            let p99 = p99_target.map_or(String::new(), |t| format!(", p99 <= {}", ms(t)));
+            println!(
+                "{label:<6} pod event:          {} (target median <= {}{p99}: {verdict})",
+                stats_text(*stats),
+                ms(median_target)
+            );
+        }
+        let noop_verdict = r.noop.map_or("not run", |s| {
+            if s.median <= Duration::from_millis(1) && r.noop_commands == 0 {
+                "met"
+            } else {
+                "MISSED"
+            }
+        });
+        println!(
+            "no-op event:               {}; {} commands (target <= 1 ms, none: {noop_verdict})",
+            stats_text(r.noop),
+            r.noop_commands
+        );
+        println!(
+            "burst:                     {} events -> {} syncs, {} restore calls, caught up {}",
+            r.burst_events,
+            r.burst_syncs,
+            r.burst_restores,
+            ms(r.burst_catch_up)
+        );
+        println!("kernel read back == compiled state: {}", r.kernel_matches);
+    }
+    for r in results {
+        assert!(
+            r.kernel_matches,
+            "{}: the kernel does not hold the compiled state",
+            r.backend
         );
     }
 }

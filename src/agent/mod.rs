@@ -175,7 +175,9 @@ impl Agent {
         self.last_sync.map(|ended| ended + self.config.debounce)
     }
 
-    fn run_due_work(&mut self) {
+    /// Runs the sync and the refresh that are due, as the loop does after each batch of events;
+    /// public so that benchmarks can drive the core without its thread.
+    pub fn run_due_work(&mut self) {
         if !self.synced_once_listed() {
             return;
         }
