@@ -37,7 +37,7 @@ bench:
 bench-quick:
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench compile
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench agent
-	PALISADE_BENCH_REPS=3 $(CARGO) bench --bench apply
+	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench apply
 
 # The seed walkthrough with real packets between network namespaces (root).
 demo:

@@ -138,8 +138,9 @@ pub struct AgentArgs {
     /// How often to check the kernel against the desired state and repair drift.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub refresh_interval: Duration,
-    /// How long to gather a burst of changes into one sync.
-    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    /// The quiet time after each sync: the first change after it is synced at once, changes
+    /// within it are gathered into one sync at its end.
+    #[arg(long, value_parser = parse_duration, default_value = "50ms")]
     pub debounce: Duration,
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,

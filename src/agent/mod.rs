@@ -47,7 +47,8 @@ impl AgentConfig {
     pub fn new(node: impl Into<String>) -> Self {
         Self {
             node: node.into(),
-            debounce: Duration::from_millis(100),
+            // Bounds a change's wait under steady churn to this plus one sync, inside 100 ms.
+            debounce: Duration::from_millis(50),
             refresh_interval: Duration::from_secs(60),
             compiler: CompilerConfig::default(),
             kinds: Kind::KUBERNETES.to_vec(),

@@ -34,6 +34,9 @@ impl Agent {
         if incremental && unchanged && self.dataplane.remembers() {
             self.metrics.syncs.inc();
             self.metrics.syncs_without_changes.inc();
+            self.metrics
+                .sync_duration
+                .observe(started.elapsed().as_secs_f64());
             self.mark_in_sync();
             tracing::debug!(
                 index_changes = pending,
