@@ -65,13 +65,13 @@ PROFILES = {
     "default": dict(
         optional=False, cleanup=False, refresh="60s", refresh_seconds=180,
         args=["agent", "--metrics-addr=0.0.0.0:9617", "--refresh-interval=60s",
-              "--debounce=100ms", "--backend=auto", "--log-format=text"],
+              "--debounce=50ms", "--backend=auto", "--log-format=text"],
         rust_log="info", grace=30, port=9617),
     # serviceMonitor, prometheusRule, dashboards and cleanupOnUninstall on
     "all": dict(
         optional=True, cleanup=True, refresh="60s", refresh_seconds=180,
         args=["agent", "--metrics-addr=0.0.0.0:9617", "--refresh-interval=60s",
-              "--debounce=100ms", "--backend=auto", "--log-format=text",
+              "--debounce=50ms", "--backend=auto", "--log-format=text",
               "--cleanup-on-exit"],
         rust_log="info", grace=60, port=9617),
     # every optional feature plus non-default agent settings
