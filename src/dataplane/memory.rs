@@ -86,20 +86,15 @@ pub(crate) fn plan_from_memory(
         .cloned()
         .collect();
 
-    let bridged: Vec<&str> = plan
-        .replace_sets
-        .iter()
-        .filter(|r| r.bridge.is_some())
-        .map(|r| r.name.as_str())
-        .collect();
+    let bridged = plan.bridged_sets();
     plan.bridge_chains = written
         .chains
         .iter()
         .filter(|(_, chain)| {
-            chain
-                .rules
-                .iter()
-                .any(|rule| rule.referenced_sets().any(|set| bridged.contains(&set)))
+            chain.rules.iter().any(|rule| {
+                rule.referenced_sets()
+                    .any(|set| bridged.iter().any(|b| b == set))
+            })
         })
         .map(|(name, _)| name.clone())
         .collect();

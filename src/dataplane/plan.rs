@@ -103,6 +103,15 @@ impl FamilyPlan {
         }
     }
 
+    /// Sets replaced through a temporary set: the chains using them are bridged meanwhile.
+    pub fn bridged_sets(&self) -> Vec<String> {
+        self.replace_sets
+            .iter()
+            .filter(|r| r.bridge.is_some())
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
     pub fn stats(&self, desired: &FamilyState) -> FamilyStats {
         let filled: usize = self
             .create_sets
@@ -170,12 +179,7 @@ pub fn plan_family(
         .cloned()
         .collect();
 
-    let bridged: Vec<&str> = plan
-        .replace_sets
-        .iter()
-        .filter(|r| r.bridge.is_some())
-        .map(|r| r.name.as_str())
-        .collect();
+    let bridged = plan.bridged_sets();
     plan.bridge_chains = filter
         .chains
         .iter()
