@@ -4,8 +4,9 @@
 //! overlap and need no locks. Sources (the Kubernetes watchers or the manifest directory) send
 //! [`SourceEvent`]s. The first change after a quiet period is compiled and applied at once
 //! (leading edge); changes that arrive while a sync runs or within `debounce` after it are
-//! gathered into the next one, so a burst costs a handful of applies. Nothing touches the kernel until every kind has been listed once, so a restart never
-//! applies a partial view or removes rules a previous run left in place.
+//! gathered into the next one, so a burst costs a handful of applies. Nothing touches the
+//! kernel until every kind has been listed once, so a restart never applies a partial view or
+//! removes rules a previous run left in place.
 
 pub mod files;
 pub mod source;
@@ -126,7 +127,7 @@ impl Agent {
     pub fn run(mut self, receiver: Receiver<AgentMessage>) {
         let kinds: Vec<&str> = self.config.kinds.iter().map(Kind::as_str).collect();
         tracing::info!(node = %self.config.node, kinds = ?kinds, "waiting for the initial listing of every kind");
-        loop {
+        'run: loop {
             let timeout = self
                 .next_deadline()
                 .saturating_duration_since(Instant::now());
@@ -136,19 +137,12 @@ impl Agent {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             // Everything that queued up (during the last sync, say) goes into the next sync.
-            let mut stop = false;
             loop {
                 match receiver.try_recv() {
                     Ok(AgentMessage::Source(event)) => self.ingest(*event),
-                    Ok(AgentMessage::Shutdown) | Err(TryRecvError::Disconnected) => {
-                        stop = true;
-                        break;
-                    }
+                    Ok(AgentMessage::Shutdown) | Err(TryRecvError::Disconnected) => break 'run,
                     Err(TryRecvError::Empty) => break,
                 }
-            }
-            if stop {
-                break;
             }
             self.run_due_work();
         }

@@ -12,26 +12,30 @@ impl Agent {
     pub(super) fn sync(&mut self) {
         let started = self.dirty_since.unwrap_or_else(Instant::now);
         let compile_started = Instant::now();
-        match &mut self.compiler {
-            Some(compiler) if !self.full_resync => compiler.apply(&self.index, &self.pending),
+        let rebuilt = match &mut self.compiler {
+            Some(compiler) if !self.full_resync => {
+                compiler.apply(&self.index, &self.pending);
+                false
+            }
             _ => {
                 self.compiler = Some(NodeCompiler::new(
                     &self.index,
                     &self.config.node,
                     self.config.compiler.clone(),
                 ));
+                true
             }
-        }
+        };
         let pending = std::mem::take(&mut self.pending).len();
         let compile_time = compile_started.elapsed();
-        let incremental = !self.full_resync && self.last_sync.is_some();
         let Some(compiler) = &mut self.compiler else {
             return;
         };
         // Changes elsewhere in the cluster often change nothing here: then there is nothing
-        // to plan, as long as the kernel is known to hold the last state written.
+        // to plan, as long as the kernel is known to hold the last state written. A rebuilt
+        // compiler has no record of what changed, so its state is always applied.
         let unchanged = compiler.take_dirty().is_empty();
-        if incremental && unchanged && self.dataplane.remembers() {
+        if !rebuilt && unchanged && self.dataplane.remembers() {
             self.metrics.syncs.inc();
             self.metrics.syncs_without_changes.inc();
             self.metrics

@@ -39,6 +39,11 @@ pub struct FamilyState {
 }
 
 impl FamilyState {
+    /// Nothing desired in this family: no set, no chain.
+    pub fn is_empty(&self) -> bool {
+        self.ipsets.is_empty() && self.chains.is_empty()
+    }
+
     pub fn rule_count(&self) -> usize {
         self.chains.values().map(|c| c.rules.len()).sum()
     }
@@ -300,6 +305,16 @@ pub enum Action {
     Log {
         prefix: String,
     },
+}
+
+impl Chain {
+    /// Whether any rule matches against the set: the kernel refuses to destroy or replace it
+    /// while one does.
+    pub fn references_set(&self, set: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.referenced_sets().any(|name| name == set))
+    }
 }
 
 impl Rule {

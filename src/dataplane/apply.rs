@@ -71,7 +71,7 @@ impl Dataplane {
     /// nothing else. Blocking: it runs the restore tools; call it from a blocking thread.
     ///
     /// The first apply reads the kernel; later ones plan from what the previous one wrote,
-    /// until a failure or [`Dataplane::forget`]. A failure leaves the kernel partly updated
+    /// until a failed write or a refresh that finds drift. A failure leaves the kernel partly updated
     /// (each iptables transaction is atomic, `ipset restore` is not); the next apply reads the
     /// kernel again and finishes the job.
     pub fn apply(

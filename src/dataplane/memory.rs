@@ -44,7 +44,7 @@ pub(crate) fn plan_from_memory(
     desired: &FamilyState,
     written: &FamilyState,
 ) -> Option<RememberedPlan> {
-    if is_empty(desired) && is_empty(written) {
+    if desired.is_empty() && written.is_empty() {
         return None;
     }
     let mut plan = FamilyPlan::empty(family);
@@ -65,12 +65,10 @@ pub(crate) fn plan_from_memory(
             }
             continue;
         }
-        let referenced = written.chains.values().any(|chain| {
-            chain
-                .rules
-                .iter()
-                .any(|r| r.referenced_sets().any(|s| s == name))
-        });
+        let referenced = written
+            .chains
+            .values()
+            .any(|chain| chain.references_set(name));
         plan.replace_sets.push(SetReplacement {
             name: name.clone(),
             bridge: referenced.then(|| Bridge {
@@ -90,12 +88,7 @@ pub(crate) fn plan_from_memory(
     plan.bridge_chains = written
         .chains
         .iter()
-        .filter(|(_, chain)| {
-            chain.rules.iter().any(|rule| {
-                rule.referenced_sets()
-                    .any(|set| bridged.iter().any(|b| b == set))
-            })
-        })
+        .filter(|(_, chain)| bridged.iter().any(|set| chain.references_set(set)))
         .map(|(name, _)| name.clone())
         .collect();
     plan.write_chains = desired
@@ -173,10 +166,6 @@ fn same_rules(old: &Chain, new: &Chain) -> bool {
             .iter()
             .zip(&new.rules)
             .all(|(a, b)| a.matches == b.matches && a.action == b.action)
-}
-
-fn is_empty(state: &FamilyState) -> bool {
-    state.ipsets.is_empty() && state.chains.is_empty()
 }
 
 /// One merge walk over both sorted member lists.

@@ -15,8 +15,8 @@ use super::iptables_save::parse_filter_save;
 use super::memory::plan_from_memory;
 use super::plan::{plan_family, FamilyPlan};
 use super::tests::{
-    dataplane, empty_kernel, filter_save, ip, ipset_save, restores, runner_holding, small_state,
-    FOREIGN_RULES, PODS, SAVE_V4,
+    dataplane, empty_kernel, filter_save, ip, ipset_save, net, restores, runner_holding,
+    small_state, FOREIGN_RULES, PODS, SAVE_V4,
 };
 use super::ApplyOptions;
 
@@ -42,10 +42,7 @@ fn normalized(mut plan: FamilyPlan) -> FamilyPlan {
 
 fn assert_same_plan(written: &FamilyState, desired: &FamilyState) {
     let remembered = plan_from_memory(Family::V4, desired, written).map(|r| normalized(r.plan));
-    let untouched = desired.ipsets.is_empty()
-        && desired.chains.is_empty()
-        && written.ipsets.is_empty()
-        && written.chains.is_empty();
+    let untouched = desired.is_empty() && written.is_empty();
     let read = (!untouched).then(|| normalized(plan_from_read(desired, written)));
     assert_eq!(
         remembered, read,
@@ -56,10 +53,6 @@ fn assert_same_plan(written: &FamilyState, desired: &FamilyState) {
 const SET_NAMES: [&str; 3] = ["pal4-s-a", "pal4-s-b", "pal4-s-c"];
 
 fn entries_of(kind: IpSetKind) -> Vec<SetEntry> {
-    let net = |text: &str, nomatch: bool| SetEntry::Net {
-        net: text.parse().expect("test network"),
-        nomatch,
-    };
     match kind {
         IpSetKind::HashIp => (1..=6).map(|i| ip(&format!("10.0.0.{i}"))).collect(),
         IpSetKind::HashNet => vec![
@@ -160,10 +153,6 @@ proptest! {
 
 #[test]
 fn nomatch_twins_and_whole_spaces_diff_as_the_kernel_stores_them() {
-    let net = |text: &str, nomatch: bool| SetEntry::Net {
-        net: text.parse().expect("test network"),
-        nomatch,
-    };
     let with = |members: Vec<SetEntry>| {
         let mut state = FamilyState::default();
         state.ipsets.insert(

@@ -72,11 +72,6 @@ impl Dataplane {
         self.serialize().is_some()
     }
 
-    /// Makes the next apply read the kernel and diff against what it finds.
-    pub fn forget(&self) {
-        *self.serialize() = None;
-    }
-
     fn serialize(&self) -> MutexGuard<'_, Option<DesiredState>> {
         self.written
             .lock()

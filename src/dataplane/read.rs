@@ -34,15 +34,11 @@ pub(crate) fn plan_both_families(
         let wanted = desired.family(family);
         let sets = sets_of_family(&all_sets, family);
         let filter = read_filter(runner, backend, family, wanted)?;
-        let untouched = is_empty(wanted) && sets.is_empty() && !filter.owns_anything();
+        let untouched = wanted.is_empty() && sets.is_empty() && !filter.owns_anything();
         let plan = (!untouched).then(|| plan_family(family, wanted, &filter, &sets));
         plans.push((family, plan));
     }
     Ok(plans)
-}
-
-fn is_empty(state: &FamilyState) -> bool {
-    state.ipsets.is_empty() && state.chains.is_empty()
 }
 
 fn read_owned_sets(
@@ -74,7 +70,7 @@ fn read_filter(
     let program = backend.save_binary(family);
     match runner.run(program, &["-t".to_string(), "filter".to_string()], None) {
         Ok(output) => Ok(parse_filter_save(&output.stdout)),
-        Err(error) if is_empty(wanted) => {
+        Err(error) if wanted.is_empty() => {
             tracing::debug!(%family, program, %error, "filter table unreadable; nothing desired there");
             Ok(FilterSnapshot::default())
         }
