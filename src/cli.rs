@@ -51,6 +51,40 @@ impl From<BackendArg> for BackendChoice {
     }
 }
 
+/// Where the agent reads Calico's resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CalicoApiArg {
+    /// `projectcalico.org/v3` CRDs if that group is served and `crd.projectcalico.org` is not,
+    /// else `crd.projectcalico.org/v1` if served, else none until one appears (as Calico).
+    Auto,
+    /// `projectcalico.org/v3`.
+    V3,
+    /// `crd.projectcalico.org/v1`, as Calico stores them.
+    V1,
+    /// Kubernetes NetworkPolicy only.
+    Off,
+}
+
+impl From<CalicoApiArg> for palisade::k8s::CalicoApi {
+    fn from(arg: CalicoApiArg) -> Self {
+        match arg {
+            CalicoApiArg::Auto => Self::Auto,
+            CalicoApiArg::V3 => Self::V3,
+            CalicoApiArg::V1 => Self::CrdV1,
+            CalicoApiArg::Off => Self::Off,
+        }
+    }
+}
+
+/// The group of the generated CRDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CrdGroupArg {
+    /// `projectcalico.org/v3`.
+    V3,
+    /// `crd.projectcalico.org/v1` (for clusters without Calico, and tests).
+    V1,
+}
+
 #[derive(Debug, Args)]
 pub struct ManifestArgs {
     /// Manifest files or directories (YAML or JSON; directories are read recursively).
@@ -123,6 +157,12 @@ pub enum Command {
     },
     /// Keep this node's rules in step with the cluster (the DaemonSet's command).
     Agent(AgentArgs),
+    /// Print the CustomResourceDefinitions of the Calico kinds Palisade enforces, as YAML
+    /// (the chart ships the projectcalico.org/v3 ones; `kubectl apply -f -` installs them).
+    Crds {
+        #[arg(long, value_enum, default_value_t = CrdGroupArg::V3)]
+        group: CrdGroupArg,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +184,9 @@ pub struct AgentArgs {
     pub debounce: Duration,
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// Where to read Calico's policies, network sets and tiers from the API server.
+    #[arg(long, value_enum, default_value_t = CalicoApiArg::Auto)]
+    pub calico_api: CalicoApiArg,
     /// Remove Palisade's rules on SIGTERM (for uninstalling); by default they stay in place.
     #[arg(long)]
     pub cleanup_on_exit: bool,

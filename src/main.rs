@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         } => cmd::apply(&input, backend, dry_run, &marks),
         Command::Cleanup { backend } => cmd::cleanup(backend),
         Command::Agent(args) => cmd::agent(args),
+        Command::Crds { group } => cmd::crds(group),
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Agent {
     palisade: PathBuf,
     source: Source,
     refresh_interval: String,
+    /// `--debounce`; the tests that time enforcement use the agent's default.
+    pub debounce: String,
     child: Option<Child>,
     /// How often the agent was started.
     pub starts: u32,
@@ -49,6 +51,7 @@ impl Agent {
             palisade: palisade.to_path_buf(),
             source,
             refresh_interval: refresh_interval.to_string(),
+            debounce: "100ms".to_string(),
             child: None,
             starts: 0,
         }
@@ -71,7 +74,7 @@ impl Agent {
             .args(["--node", &self.node])
             .args(["--metrics-addr", METRICS_ADDRESS])
             .args(["--refresh-interval", &self.refresh_interval])
-            .args(["--debounce", "100ms"])
+            .args(["--debounce", &self.debounce])
             .args(["--backend", "nft"])
             .env("RUST_LOG", "info")
             .env_remove("NODE_NAME")

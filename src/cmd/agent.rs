@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use palisade::agent::{self, AgentConfig, AgentMessage};
 use palisade::dataplane::{resolve_backend, BackendChoice, Dataplane, SystemRunner};
+use palisade::k8s::CalicoApi;
 use palisade::metrics::{self, Metrics};
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
 
 use super::{EXIT_INVALID_INPUT, EXIT_KERNEL_FAILURE};
 use crate::cli::AgentArgs;
@@ -57,27 +60,22 @@ async fn run(args: AgentArgs) -> ExitCode {
     config.debounce = args.debounce;
     config.refresh_interval = args.refresh_interval;
     config.compiler = compiler;
-    config.kinds = match &args.manifests {
-        Some(_) => agent::Kind::ALL.to_vec(),
-        None => agent::Kind::KUBERNETES.to_vec(),
-    };
     config.cleanup_on_exit = args.cleanup_on_exit;
 
     let server = tokio::spawn(metrics::serve(Arc::clone(&metrics), args.metrics_addr));
-    let (sender, core) = match agent::spawn(config, dataplane, Arc::clone(&metrics)) {
-        Ok(started) => started,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the sync thread");
-            return ExitCode::from(EXIT_KERNEL_FAILURE);
-        }
-    };
     let stop_files = Arc::new(AtomicBool::new(false));
-    match args.manifests {
+    let (sender, core) = match args.manifests {
         Some(paths) => {
+            config.kinds = agent::Kind::ALL.to_vec();
+            let (sender, core) = match start_core(config, dataplane, &metrics) {
+                Ok(started) => started,
+                Err(code) => return code,
+            };
             tracing::info!(?paths, node = %args.node, "agent reading manifests");
-            let sender = sender.clone();
+            let files = sender.clone();
             let stop = Arc::clone(&stop_files);
-            std::thread::spawn(move || agent::files::watch(paths, sender, MANIFEST_POLL, stop));
+            std::thread::spawn(move || agent::files::watch(paths, files, MANIFEST_POLL, stop));
+            (sender, core)
         }
         None => {
             let client = match palisade::k8s::client().await {
@@ -87,16 +85,27 @@ async fn run(args: AgentArgs) -> ExitCode {
                     return ExitCode::from(EXIT_INVALID_INPUT);
                 }
             };
-            tracing::info!(node = %args.node, "agent watching the API server");
+            let choice = CalicoApi::from(args.calico_api);
+            // The first sync must wait for every kind that will be watched, so the groups are
+            // known before the core starts; the kernel keeps its rules meanwhile.
+            let served = palisade::k8s::discover(&client, choice).await;
+            config.kinds = served.kinds();
+            let (sender, core) = match start_core(config, dataplane, &metrics) {
+                Ok(started) => started,
+                Err(code) => return code,
+            };
+            tracing::info!(node = %args.node, calico = served.calico.map(|g| g.as_str()), "agent watching the API server");
             tokio::spawn(palisade::k8s::run(
                 client,
                 args.node.clone(),
+                choice,
+                served,
                 sender.clone(),
                 Arc::clone(&metrics),
             ));
+            (sender, core)
         }
-    }
-
+    };
     tokio::select! {
         signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
         result = server => {
@@ -114,6 +123,17 @@ async fn run(args: AgentArgs) -> ExitCode {
     let _ = sender.send(AgentMessage::Shutdown);
     let _ = tokio::task::spawn_blocking(move || core.join()).await;
     ExitCode::SUCCESS
+}
+
+fn start_core(
+    config: AgentConfig,
+    dataplane: Arc<Dataplane>,
+    metrics: &Arc<Metrics>,
+) -> Result<(Sender<AgentMessage>, JoinHandle<()>), ExitCode> {
+    agent::spawn(config, dataplane, Arc::clone(metrics)).map_err(|error| {
+        tracing::error!(%error, "cannot start the sync thread");
+        ExitCode::from(EXIT_KERNEL_FAILURE)
+    })
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -2,10 +2,12 @@
 
 mod agent;
 mod apply;
+mod crds;
 mod render;
 
 pub use agent::agent;
 pub use apply::{apply, cleanup};
+pub use crds::crds;
 pub use render::render;
 
 use std::process::ExitCode;

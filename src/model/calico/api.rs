@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// A field that takes a number or a string (`protocol`, a port).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum NumOrString {
     Num(i64),
@@ -26,10 +27,27 @@ pub struct ObjectMeta {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// Kubernetes' `int-or-string`: the API server keeps either form, Palisade reads both.
+impl JsonSchema for NumOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NumOrString".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "x-kubernetes-int-or-string": true })
+    }
+}
+
 /// NetworkPolicy, GlobalNetworkPolicy and their Staged twins.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicySpec {
+    /// The tier the policy belongs to; `default` when not set.
+    #[schemars(extend("default" = "default"))]
     pub tier: Option<String>,
     pub order: Option<f64>,
     pub selector: Option<String>,
@@ -48,7 +66,7 @@ pub struct PolicySpec {
     pub staged_action: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleSpec {
     pub action: Option<String>,
@@ -65,14 +83,14 @@ pub struct RuleSpec {
     pub metadata: Option<RuleMetadata>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct IcmpSpec {
     #[serde(rename = "type")]
     pub icmp_type: Option<i64>,
     pub code: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntitySpec {
     pub nets: Option<Vec<String>>,
@@ -86,36 +104,36 @@ pub struct EntitySpec {
     pub services: Option<ServiceMatch>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceAccountMatch {
     pub names: Option<Vec<String>>,
     pub selector: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceMatch {
     pub name: Option<String>,
     pub namespace: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct HttpSpec {
     pub methods: Option<Vec<String>>,
     pub paths: Option<Vec<BTreeMap<String, String>>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RuleMetadata {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// NetworkSet and GlobalNetworkSet.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct NetworkSetSpec {
     pub nets: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TierSpec {
     pub order: Option<f64>,

@@ -27,6 +27,13 @@ pub enum ApiGroup {
 }
 
 impl ApiGroup {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ApiGroup::V3 => "projectcalico.org/v3",
+            ApiGroup::CrdV1 => "crd.projectcalico.org/v1",
+        }
+    }
+
     pub fn of(api_version: &str) -> Option<Self> {
         match api_version {
             "projectcalico.org/v3" => Some(ApiGroup::V3),
