@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::Resource;
 
-use super::events::Publisher;
+use super::events::Report;
 use super::watch::{key_of, Translate};
 use crate::agent::{InvalidPolicy, Kind, SourceEvent};
 use crate::model::calico::{self, ApiGroup, CalicoKind, CalicoResource};
@@ -88,17 +88,17 @@ impl Outcome {
     }
 }
 
-pub(super) struct CalicoObjects {
+pub(super) struct CalicoObjects<R> {
     group: ApiGroup,
     kind: CalicoKind,
     resource: ApiResource,
-    events: Publisher,
+    events: R,
     produced: HashMap<ObjectKey, Produced>,
     listing: Vec<(ObjectKey, Outcome)>,
 }
 
-impl CalicoObjects {
-    pub(super) fn new(group: ApiGroup, kind: CalicoKind, events: Publisher) -> Self {
+impl<R: Report> CalicoObjects<R> {
+    pub(super) fn new(group: ApiGroup, kind: CalicoKind, events: R) -> Self {
         Self {
             group,
             kind,
@@ -166,7 +166,7 @@ impl CalicoObjects {
     }
 }
 
-impl Translate<DynamicObject> for CalicoObjects {
+impl<R: Report> Translate<DynamicObject> for CalicoObjects<R> {
     fn list_item(&mut self, object: &DynamicObject) {
         let outcome = self.convert(object);
         self.listing.push((key_of(object), outcome));

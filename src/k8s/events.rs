@@ -7,6 +7,12 @@ use kube::Client;
 /// The reason on Events about policies Palisade cannot enforce as written.
 pub const POLICY_INVALID_REASON: &str = "PolicyInvalid";
 
+/// Where the watchers report objects they cannot enforce as written.
+pub(super) trait Report: Clone + Send + 'static {
+    /// `error` says what is wrong (naming the field), `instead` what Palisade enforces.
+    fn policy_invalid(&self, reference: ObjectReference, error: &str, instead: &str);
+}
+
 /// Publishes Events as this node's agent.
 #[derive(Clone)]
 pub(super) struct Publisher {
@@ -24,11 +30,13 @@ impl Publisher {
         );
         Self { recorder }
     }
+}
 
+impl Report for Publisher {
     /// Tells the policy's owner, on the object itself, that Palisade cannot enforce it as
     /// written and what it does instead. Sent in the background: a failure is logged, never
     /// holds up the watch.
-    pub(super) fn policy_invalid(&self, reference: ObjectReference, error: &str, instead: &str) {
+    fn policy_invalid(&self, reference: ObjectReference, error: &str, instead: &str) {
         let event = Event {
             type_: EventType::Warning,
             reason: POLICY_INVALID_REASON.into(),

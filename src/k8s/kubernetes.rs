@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Resource, ResourceExt};
 
-use super::events::Publisher;
+use super::events::Report;
 use super::watch::{key_of, Translate};
 use crate::agent::{InvalidPolicy, SourceEvent};
 use crate::model::{convert, PolicyId, PolicyKind};
@@ -184,14 +184,14 @@ enum Converted {
     Invalid(InvalidPolicy),
 }
 
-pub(super) struct Policies {
-    events: Publisher,
+pub(super) struct Policies<R> {
+    events: R,
     valid: Vec<crate::model::Policy>,
     invalid: Vec<InvalidPolicy>,
 }
 
-impl Policies {
-    pub(super) fn new(events: Publisher) -> Self {
+impl<R: Report> Policies<R> {
+    pub(super) fn new(events: R) -> Self {
         Self {
             events,
             valid: Vec::new(),
@@ -223,7 +223,7 @@ impl Policies {
     }
 }
 
-impl Translate<NetworkPolicy> for Policies {
+impl<R: Report> Translate<NetworkPolicy> for Policies<R> {
     fn list_item(&mut self, policy: &NetworkPolicy) {
         match self.convert(policy) {
             Converted::Valid(p) => self.valid.push(p),

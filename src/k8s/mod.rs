@@ -14,6 +14,8 @@ pub mod crds;
 pub mod discovery;
 mod events;
 mod kubernetes;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 use std::sync::mpsc::Sender;
