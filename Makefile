@@ -51,7 +51,7 @@ test-chart: build
 	integration/chart/test-chart.sh
 	integration/chart/test-install.sh
 
-manifests:
+manifests: build
 	integration/chart/render-manifests.sh
 
 image:

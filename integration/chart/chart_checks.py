@@ -65,22 +65,22 @@ PROFILES = {
     "default": dict(
         optional=False, cleanup=False, refresh="60s", refresh_seconds=180,
         args=["agent", "--metrics-addr=0.0.0.0:9617", "--refresh-interval=60s",
-              "--debounce=50ms", "--backend=auto", "--log-format=text"],
-        rust_log="info", grace=30, port=9617),
+              "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text"],
+        rust_log="info", grace=30, port=9617, calico=True),
     # serviceMonitor, prometheusRule, dashboards and cleanupOnUninstall on
     "all": dict(
         optional=True, cleanup=True, refresh="60s", refresh_seconds=180,
         args=["agent", "--metrics-addr=0.0.0.0:9617", "--refresh-interval=60s",
-              "--debounce=50ms", "--backend=auto", "--log-format=text",
+              "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text",
               "--cleanup-on-exit"],
-        rust_log="info", grace=60, port=9617),
+        rust_log="info", grace=60, port=9617, calico=True),
     # every optional feature plus non-default agent settings
     "custom": dict(
         optional=True, cleanup=False, refresh="90s", refresh_seconds=270,
         args=["agent", "--metrics-addr=[::]:9700", "--refresh-interval=90s",
-              "--debounce=250ms", "--backend=nft", "--log-format=json",
+              "--debounce=250ms", "--backend=nft", "--calico-api=off", "--log-format=json",
               "--accept-mark=0x400000"],
-        rust_log="palisade=debug", grace=45, port=9700),
+        rust_log="palisade=debug", grace=45, port=9700, calico=False),
 }
 
 results = {"pass": 0, "fail": 0}
@@ -321,9 +321,20 @@ def rbac_triples(rules):
     return out
 
 
-def check_rbac(tag, objs):
+CALICO_RESOURCES = ("networkpolicies", "globalnetworkpolicies", "networksets",
+                    "globalnetworksets", "tiers")
+
+
+def check_rbac(tag, objs, prof):
     cr = one(objs, "ClusterRole")
     expected = set()
+    if prof["calico"]:
+        for v in ("get", "list", "watch"):
+            for g in ("projectcalico.org", "crd.projectcalico.org"):
+                for res in CALICO_RESOURCES:
+                    expected.add((g, res, v))
+            expected.add(("", "serviceaccounts", v))
+            expected.add(("discovery.k8s.io", "endpointslices", v))
     for res in ("pods", "namespaces"):
         for v in ("get", "list", "watch"):
             expected.add(("", res, v))
@@ -333,8 +344,10 @@ def check_rbac(tag, objs):
         for v in ("create", "patch"):
             expected.add((g, "events", v))
     got = rbac_triples(cr["rules"])
+    calico = (" + get/list/watch the Calico kinds (both groups), serviceaccounts, endpointslices"
+              if prof["calico"] else " and nothing of Calico (calicoApi off)")
     check(f"{tag}: ClusterRole grants exactly get/list/watch pods,namespaces,networkpolicies "
-          "+ create/patch events (core and events.k8s.io)", got == expected,
+          f"+ create/patch events (core and events.k8s.io){calico}", got == expected,
           f"extra {sorted(got - expected)}, missing {sorted(expected - got)}")
     check(f"{tag}: ClusterRole has no wildcard",
           not any("*" in t for t in got), str(sorted(t for t in got if "*" in t)))
@@ -628,7 +641,7 @@ def main():
         for fn, fargs in ((check_inventory, (objs, prof)),
                           (check_labels_and_namespaces, (docs,)),
                           (check_daemonset, (objs, prof)),
-                          (check_rbac, (objs,)),
+                          (check_rbac, (objs, prof)),
                           (check_service, (objs, prof)),
                           (check_prometheus_rule, (objs, prof, args.promtool, args.workdir, here)),
                           (check_dashboard_configmap, (objs, prof, args.chart))):

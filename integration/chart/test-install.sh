@@ -253,12 +253,30 @@ fi
 # ---------------------------------------------------------------------------
 # RBAC of the agent's ServiceAccount
 # ---------------------------------------------------------------------------
+# Calico's own storage group as well, so that both groups the ClusterRole
+# names are served (as on a cluster running Calico's API server) and the
+# agent below picks crd.projectcalico.org/v1 as Calico would.
+PALISADE_BIN=${PALISADE_BIN:-$ROOT/target/release/palisade}
+install_v1_crds() {
+    "$PALISADE_BIN" crds --group v1 | k apply -f - &&
+        k wait --for=condition=Established --timeout=30s crd/tiers.crd.projectcalico.org \
+            crd/networkpolicies.crd.projectcalico.org crd/globalnetworkpolicies.crd.projectcalico.org \
+            crd/networksets.crd.projectcalico.org crd/globalnetworksets.crd.projectcalico.org
+}
+check "install the crd.projectcalico.org/v1 CRDs (palisade crds --group v1)" install_v1_crds
 # Compare the answer, not the exit status: a failing request must not count
 # as "no".
 can() { [[ "$(k auth can-i "$@" --as="$SA_USER" 2>/dev/null)" == yes ]]; }
 cannot() { [[ "$(k auth can-i "$@" --as="$SA_USER" 2>/dev/null)" == no ]]; }
+CALICO_RESOURCES=""
+for group in projectcalico.org crd.projectcalico.org; do
+    for kind in networkpolicies globalnetworkpolicies networksets globalnetworksets tiers; do
+        CALICO_RESOURCES+=" $kind.$group"
+    done
+done
 for verb in get list watch; do
-    for res in pods namespaces networkpolicies.networking.k8s.io; do
+    for res in pods namespaces networkpolicies.networking.k8s.io serviceaccounts \
+        endpointslices.discovery.k8s.io $CALICO_RESOURCES; do
         check "palisade CAN $verb $res (all namespaces)" eventually 10 can "$verb" "$res" --all-namespaces
     done
 done
@@ -272,6 +290,11 @@ for args in "get secrets" "list secrets --all-namespaces" "watch secrets -n kube
     "create networkpolicies.networking.k8s.io" "patch networkpolicies.networking.k8s.io" \
     "delete networkpolicies.networking.k8s.io" "patch namespaces" "delete namespaces" \
     "get nodes" "list configmaps" "delete events" "get events" "create serviceaccounts/token" \
+    "create networkpolicies.projectcalico.org" "patch globalnetworkpolicies.projectcalico.org" \
+    "delete tiers.projectcalico.org" "update networksets.crd.projectcalico.org" \
+    "create globalnetworksets.crd.projectcalico.org" "list stagednetworkpolicies.projectcalico.org" \
+    "list hostendpoints.projectcalico.org" "patch serviceaccounts" "delete endpointslices.discovery.k8s.io" \
+    "list customresourcedefinitions.apiextensions.k8s.io" \
     "escalate clusterroles.rbac.authorization.k8s.io" "'*' '*'"; do
     eval "set -- $args"
     check "palisade CANNOT $args" cannot "$@" -n default
@@ -565,6 +588,12 @@ YAML
     else
         pass "agent log has no 403/Forbidden ($(wc -l <"$WORK/agent.log") lines)"
     fi
+    if grep -q "watching Calico's policies.*crd.projectcalico.org/v1" "$WORK/agent.log"; then
+        pass "agent watches Calico's policies in crd.projectcalico.org/v1 (both groups served: Calico's choice)"
+    else
+        fail "agent watches Calico's policies in crd.projectcalico.org/v1"
+        grep -i calico "$WORK/agent.log" | head -n 3 | cut -c1-400 | sed 's/^/    /'
+    fi
     if grep -qE ' (WARN|ERROR) .*(watch failed|sync failed|refresh could not|could not record)' "$WORK/agent.log"; then
         fail "agent log has no failed watch, sync, refresh or event"
         grep -E ' (WARN|ERROR) ' "$WORK/agent.log" | head -n 3 | cut -c1-400 | sed 's/^/    /'
@@ -649,6 +678,28 @@ leftovers() { # prints every object labelled as this release, plus helm's own re
     k get clusterroles,clusterrolebindings -l "$sel" -o name 2>/dev/null
     k get secrets -A -l owner=helm,name=palisade -o name 2>/dev/null
 }
+# The chart's crds/: created by helm install, kept with the user's policies by
+# helm uninstall.
+crds_present() {
+    k get crd networkpolicies.projectcalico.org globalnetworkpolicies.projectcalico.org \
+        networksets.projectcalico.org globalnetworksets.projectcalico.org tiers.projectcalico.org >/dev/null
+}
+check "helm install created the chart's projectcalico.org/v3 CRDs (crds/)" crds_present
+cat >"$WORK/calico-policy.yaml" <<'YAML'
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: palisade-test-kept}
+spec:
+  selector: app == 'nothing-here'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    destination: {ports: [80, "http", "8000:8080"]}
+YAML
+check "kubectl apply of a projectcalico.org/v3 GlobalNetworkPolicy (int-or-string ports)" \
+    k apply -f "$WORK/calico-policy.yaml"
+tier_defaulted() { [[ "$(k get globalnetworkpolicies.projectcalico.org palisade-test-kept -o jsonpath='{.spec.tier}')" == default ]]; }
+check "the CRD defaults spec.tier to default" tier_defaulted
 check "helm uninstall palisade" helm_ uninstall palisade -n kube-system --wait
 left=$(leftovers)
 if [[ -z "$left" ]]; then
@@ -656,6 +707,10 @@ if [[ -z "$left" ]]; then
 else
     fail "objects left after helm uninstall: $(tr '\n' ' ' <<<"$left")"
 fi
+check "helm uninstall keeps the CRDs and the user's Calico policy" \
+    eval 'crds_present && k get globalnetworkpolicies.projectcalico.org palisade-test-kept >/dev/null'
+k delete -f "$WORK/calico-policy.yaml" >/dev/null 2>&1
+"$PALISADE_BIN" crds --group v1 | k delete -f - >/dev/null 2>&1
 
 # ---------------------------------------------------------------------------
 # Plain manifest: apply and delete for real

@@ -124,6 +124,7 @@ Arguments of the agent container.
 - --refresh-interval={{ .Values.refreshInterval }}
 - --debounce={{ .Values.debounce }}
 - --backend={{ .Values.backend }}
+- --calico-api={{ .Values.calicoApi }}
 - --log-format={{ .Values.logFormat }}
 {{- if .Values.cleanupOnUninstall }}
 - --cleanup-on-exit
