@@ -8,7 +8,7 @@
 #
 # Environment:
 #   PALISADE_CACHE_DIR  cache root (default /var/cache/palisade). The binary
-#                       lives at $PALISADE_CACHE_DIR/kube-apiserver-v1.20.2/kube-apiserver
+#                       lives at $PALISADE_CACHE_DIR/kube-apiserver-v1.20.2-p2/kube-apiserver
 #   KEEP_SOURCE=1       keep the scratch source tree (path is logged).
 #   BUILD_TMPDIR        where the scratch tree goes (default ${TMPDIR:-/tmp}).
 #
@@ -22,7 +22,10 @@
 # `go build` would miss the generated openapi code), in GOPATH mode with
 # Debian's Go 1.19, after swapping the vendored modern-go/reflect2 for
 # v1.0.2 (Debian source package), without which the binary crashes at run
-# time under Go >= 1.18. Cold build: 6-11 minutes on 2 cores.
+# time under Go >= 1.18, and after fixing the vendored OpenAPI validator's
+# null check, which under Go >= 1.16 takes the empty string "" for null
+# (CRDs with `default: ""` and custom resources with "" fields would be
+# rejected). Cold build: 6-11 minutes on 2 cores.
 set -euo pipefail
 
 readonly K8S_VERSION=v1.20.2
@@ -30,9 +33,16 @@ readonly K8S_VERSION=v1.20.2
 # clients (kubectl, helm) see the same info an official binary reports.
 readonly K8S_GIT_COMMIT=faecb196815e248d3ecfb03c680a4507229c2a56
 readonly GO_BIN=/usr/lib/go-1.19/bin
+# Revision of what this script does to the source. Part of the cache key, so
+# bump it whenever a change here changes the binary: machines (CI caches,
+# dev boxes) holding a binary built by an older build.sh then build afresh
+# instead of taking the fast path. The binary still reports $K8S_VERSION.
+#   p1 (implicit, directory without suffix): reflect2 v1.0.2 swap
+#   p2: + the go-openapi/kube-openapi null-check fix ("" is not null)
+readonly BUILD_REV=p2
 
 CACHE_ROOT="${PALISADE_CACHE_DIR:-/var/cache/palisade}"
-CACHE_DIR="$CACHE_ROOT/kube-apiserver-$K8S_VERSION"
+CACHE_DIR="$CACHE_ROOT/kube-apiserver-$K8S_VERSION-$BUILD_REV"
 BINARY="$CACHE_DIR/kube-apiserver"
 
 log() { printf '[apiserver/build] %s\n' "$*" >&2; }
@@ -247,6 +257,89 @@ mkdir -p "$R2_VENDOR"
 find "$R2_SRC" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' -o -name LICENSE \) \
     ! -name '*_test.go' -exec cp -t "$R2_VENDOR" {} +
 log "vendored reflect2 replaced by $(basename "$R2_SRC")"
+
+# ---------------------------------------------------------------------------
+# Go 1.16+ fix: the OpenAPI schema validator's typeValidator.Validate decides
+# "this value is null" with
+#     data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data))
+# i.e. it compares the two reflect.Value headers (type, data pointer, flags),
+# not the values. Before Go 1.16 reflect.Zero allocated fresh memory, so the
+# comparison was only true for typed nils of pointer-shaped kinds (nil map,
+# nil pointer). Since Go 1.16 reflect.Zero points small types at the shared
+# runtime.zeroVal, and so does the interface holding a JSON-decoded "" (Go's
+# convTstring), so "" now counts as null: any CRD with `default: ""` is
+# rejected (prometheus-operator >= v0.75: `...default: Invalid value: "null":
+# in body must be of type string: "null"`), and so is any custom resource
+# with an empty-string field (ServiceMonitor `jobLabel: ""`, Calico
+# `selector: ""`). Numbers and booleans happen to escape (the runtime boxes
+# 0/false via staticuint64s, not zeroVal), which is why only "" shows it.
+#
+# Two vendored copies carry that line: kube-openapi's fork (what
+# apiextensions-apiserver validates CRDs and custom resources with in 1.20)
+# and github.com/go-openapi/validate v0.19.5 (generic OpenAPI use); both are
+# fixed. Choice: `data == nil || palisadeIsTypedNil(data)`, where the helper
+# is true only for a nil pointer, map, slice or interface. That keeps the
+# typed-nil detection (a Go-built nil map/slice/pointer marshals to JSON null,
+# so calling it null is right) and never calls a string, number or bool zero
+# value null. JSON-decoded data has no typed nils at all (JSON null decodes
+# to an untyped nil), so for everything the apiserver validates this equals
+# upstream's own fix, kube-openapi PR #230 (in Kubernetes >= 1.21), which
+# reduced the condition to plain `data == nil`; keeping the typed-nil branch
+# just avoids relying on that argument for Go-constructed values.
+#
+# The edit is an exact-line replacement that dies when the expected line is
+# missing or appears more than once (a changed source must be looked at, not
+# silently built), is a no-op on an already patched file, and afterwards
+# checks that no copy of the old condition is left anywhere in the tree.
+# ---------------------------------------------------------------------------
+readonly NULLCHECK_OLD='if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {'
+readonly NULLCHECK_NEW='if data == nil || palisadeIsTypedNil(data) { // patched by palisade integration/apiserver/build.sh'
+fix_null_check() {
+    local dir="$SRC/vendor/$1" file n
+    file="$dir/type.go"
+    [[ -f "$file" ]] || die "null-check fix: $file not found (vendored tree changed?)"
+    grep -q '^package validate$' "$file" || die "null-check fix: $file is not package validate"
+    if grep -qF "$NULLCHECK_NEW" "$file"; then
+        log "null-check fix: $1 already patched"
+    else
+        n=$(grep -cF "$NULLCHECK_OLD" "$file" || true)
+        [[ "$n" == 1 ]] || die "null-check fix: expected exactly 1 line '$NULLCHECK_OLD' in $file, found $n (source changed? re-check the fix)"
+        # Literal match: escape the BRE metacharacters of the old line.
+        local old_re
+        old_re=$(printf '%s' "$NULLCHECK_OLD" | sed 's/[][\\.*^$/]/\\&/g')
+        sed -i "s/$old_re/$(printf '%s' "$NULLCHECK_NEW" | sed 's/[\\/&]/\\&/g')/" "$file"
+        grep -qF "$NULLCHECK_NEW" "$file" && ! grep -qF "$NULLCHECK_OLD" "$file" \
+            || die "null-check fix: sed did not rewrite $file"
+        log "null-check fix applied to vendor/$1"
+    fi
+    # The helper lives in its own file (rewritten each time: idempotent).
+    cat >"$dir/zz_palisade_typed_nil.go" <<'EOF'
+package validate
+
+// Added by Palisade's integration/apiserver/build.sh. typeValidator.Validate
+// used reflect.DeepEqual on two reflect.Value headers as its null check,
+// which since Go 1.16 (shared reflect.Zero memory) is also true for the empty
+// string "". Only a nil pointer, map, slice or interface is null here; a
+// string, number or bool (zero or not) never is.
+
+import "reflect"
+
+func palisadeIsTypedNil(data interface{}) bool {
+	v := reflect.ValueOf(data)
+	switch v.Kind() {
+	case reflect.Ptr, reflect.Map, reflect.Slice, reflect.Interface:
+		return v.IsNil()
+	}
+	return false
+}
+EOF
+}
+fix_null_check k8s.io/kube-openapi/pkg/validation/validate
+fix_null_check github.com/go-openapi/validate
+# Any other copy (a newer tree vendoring a third one) must be noticed.
+if leftover=$(grep -rlF "$NULLCHECK_OLD" "$SRC/vendor" "$SRC/staging" 2>/dev/null); then
+    die "null-check fix: unpatched copies of the old condition remain: $leftover"
+fi
 
 # ---------------------------------------------------------------------------
 # Build with upstream's make.
