@@ -337,12 +337,17 @@ impl World {
             "globalnetworksets",
             "tiers",
         ] {
-            self.api.kubectl(&[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=30s",
-                &format!("crd/{plural}.{}", group.name()),
-            ])?;
+            // `kubectl wait` fails on a CRD so new that it has no status yet.
+            let crd = format!("crd/{plural}.{}", group.name());
+            let wait = ["wait", "--for=condition=Established", "--timeout=30s", &crd];
+            let mut attempts = 0;
+            while let Err(error) = self.api.kubectl(&wait) {
+                attempts += 1;
+                if attempts == 20 {
+                    return Err(error);
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
         }
         Ok(())
     }
