@@ -32,12 +32,14 @@ bench:
 	$(CARGO) bench --bench compile
 	$(CARGO) bench --bench agent
 	$(CARGO) bench --bench apply
+	$(CARGO) bench --bench render
 
 # The scale figures in the README, with fewer samples (the apply bench needs root).
 bench-quick:
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench compile
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench agent
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench apply
+	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench render
 
 # The seed walkthrough with real packets between network namespaces (root).
 demo:

@@ -70,7 +70,7 @@ impl LabelSelector {
     }
 
     pub fn build(&self) -> Selector {
-        Selector::kubernetes(
+        let built = Selector::kubernetes(
             self.match_labels
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
@@ -78,8 +78,55 @@ impl LabelSelector {
                 .iter()
                 .map(|(k, op, values)| (k.as_str(), *op, values.as_slice())),
         )
-        .unwrap_or_else(|(i, e)| panic!("bench selector {i}: {e}"))
+        .unwrap_or_else(|(i, e)| panic!("bench selector {i}: {e}"));
+        if RECORD_WRITTEN_AS.get() {
+            WRITTEN_AS.with(|written| {
+                written
+                    .borrow_mut()
+                    .entry(built.clone())
+                    .or_insert_with(|| self.to_json());
+            });
+        }
+        built
     }
+
+    /// The selector as a manifest writes it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        if !self.match_labels.is_empty() {
+            let labels: serde_json::Map<String, serde_json::Value> = self
+                .match_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                .collect();
+            out.insert("matchLabels".into(), labels.into());
+        }
+        if !self.expressions.is_empty() {
+            let expressions: Vec<serde_json::Value> = self
+                .expressions
+                .iter()
+                .map(|(key, op, values)| {
+                    let mut e = serde_json::json!({"key": key, "operator": op});
+                    if !values.is_empty() {
+                        e["values"] = serde_json::json!(values);
+                    }
+                    e
+                })
+                .collect();
+            out.insert("matchExpressions".into(), expressions.into());
+        }
+        out.into()
+    }
+}
+
+thread_local! {
+    /// Whether [`WRITTEN_AS`] records: only for clusters that are written as manifests, so the
+    /// memory benches do not count it.
+    pub static RECORD_WRITTEN_AS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// What each built selector was written as, so that a generated cluster can also be written
+    /// as manifests (`support/manifests.rs`).
+    pub static WRITTEN_AS: std::cell::RefCell<std::collections::HashMap<Selector, serde_json::Value>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// The node the benches compile.
@@ -284,6 +331,15 @@ impl ClusterObjects {
         }
         index
     }
+}
+
+/// [`generate`], remembering how each selector was written so that the cluster can be written
+/// as manifests.
+pub fn generate_for_manifests(params: &ClusterParams) -> ClusterObjects {
+    RECORD_WRITTEN_AS.set(true);
+    let objects = generate(params);
+    RECORD_WRITTEN_AS.set(false);
+    objects
 }
 
 pub fn cluster(params: &ClusterParams) -> ClusterIndex {

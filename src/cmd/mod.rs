@@ -58,3 +58,17 @@ fn compiler_config(args: &MarkArgs) -> Result<CompilerConfig, ExitCode> {
         },
     })
 }
+
+/// The process's peak resident memory so far, in MiB (`VmHWM`), for the timing logs; 0 where
+/// `/proc` does not tell.
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
