@@ -94,7 +94,22 @@ pub async fn discover(client: &Client, choice: CalicoApi) -> Served {
     let mut backoff = Backoff::new();
     loop {
         match client.list_api_groups().await {
-            Ok(groups) => return choose(choice, &groups),
+            Ok(groups) => {
+                let served = choose(choice, &groups);
+                let forced = match choice {
+                    CalicoApi::V3 => Some(("projectcalico.org", "v3")),
+                    CalicoApi::CrdV1 => Some(("crd.projectcalico.org", "v1")),
+                    CalicoApi::Auto | CalicoApi::Off => None,
+                };
+                if let Some((group, version)) = forced.filter(|(g, v)| !serves(&groups, g, v)) {
+                    tracing::warn!(
+                        group,
+                        version,
+                        "--calico-api names a group the API server does not serve: the first sync waits until its CRDs are installed"
+                    );
+                }
+                return served;
+            }
             Err(error) => {
                 tracing::warn!(%error, retry_in_ms = backoff.next().as_millis() as u64, "cannot list the API server's groups; retrying");
                 backoff.wait().await;
