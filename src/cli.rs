@@ -85,6 +85,44 @@ pub enum CrdGroupArg {
     V1,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Manifest files or directories (as for render).
+    #[arg(long, required = true, num_args = 1..)]
+    pub manifests: Vec<PathBuf>,
+    /// The connection's source: NAMESPACE/POD or an IP address.
+    #[arg(long, requires_all = ["to", "port"], conflicts_with = "pod")]
+    pub from: Option<String>,
+    /// The connection's destination: NAMESPACE/POD or an IP address.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Destination port.
+    #[arg(long, requires = "from")]
+    pub port: Option<u16>,
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Tcp)]
+    pub protocol: ProtocolArg,
+    /// Instead of a connection: the policies that select NAMESPACE/POD, in evaluation order.
+    #[arg(long, required_unless_present = "from")]
+    pub pod: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+    #[command(flatten)]
+    pub marks: MarkArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct ManifestArgs {
     /// Manifest files or directories (YAML or JSON; directories are read recursively).
@@ -157,6 +195,9 @@ pub enum Command {
     },
     /// Keep this node's rules in step with the cluster (the DaemonSet's command).
     Agent(AgentArgs),
+    /// Say whether a connection is allowed and why, by walking the rules the nodes would hold.
+    /// Exit status: 0 allowed, 3 denied, 1 bad input.
+    Explain(ExplainArgs),
     /// Print the CustomResourceDefinitions of the Calico kinds Palisade enforces, as YAML
     /// (the chart ships the projectcalico.org/v3 ones; `kubectl apply -f -` installs them).
     Crds {

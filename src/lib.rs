@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod compiler;
 pub mod dataplane;
+pub mod explain;
 pub mod index;
 pub mod k8s;
 pub mod manifest;

@@ -10,7 +10,15 @@ use clap::Parser;
 use cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error is bad input (exit 1), as for every other input Palisade rejects; 2 means
+    // a kernel or command failure. --help and --version print and exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { 1 } else { 0 });
+        }
+    };
     init_logging(cli.log_format);
     match cli.command {
         Command::Render {
@@ -26,6 +34,7 @@ fn main() -> ExitCode {
         } => cmd::apply(&input, backend, dry_run, &marks),
         Command::Cleanup { backend } => cmd::cleanup(backend),
         Command::Agent(args) => cmd::agent(args),
+        Command::Explain(args) => cmd::explain(&args),
         Command::Crds { group } => cmd::crds(group),
     }
 }

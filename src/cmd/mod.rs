@@ -3,11 +3,13 @@
 mod agent;
 mod apply;
 mod crds;
+mod explain;
 mod render;
 
 pub use agent::agent;
 pub use apply::{apply, cleanup};
 pub use crds::crds;
+pub use explain::explain;
 pub use render::render;
 
 use std::process::ExitCode;
