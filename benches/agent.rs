@@ -4,7 +4,7 @@
 //! rendered as restore input. Target: median ≤ 1 ms per pod event.
 //!
 //! It also reports the resident memory of the index and compiler holding 150,000 pods
-//! (target ≤ 300 MiB).
+//! (target ≤ 200 MiB).
 //!
 //! `PALISADE_BENCH_QUICK=1` takes fewer samples, for CI.
 
@@ -24,7 +24,7 @@ mod cluster;
 use cluster::LOCAL_NODE;
 
 const EVENT_TARGET: Duration = Duration::from_millis(1);
-const RSS_TARGET_MIB: f64 = 300.0;
+const RSS_TARGET_MIB: f64 = 200.0;
 
 /// The Pod object a watch event carries for a model pod.
 fn api_object(pod: &Pod) -> K8sPod {
