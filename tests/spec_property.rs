@@ -1220,3 +1220,72 @@ fn pods_in_a_namespace_whose_object_went_away_join_selector_sets_made_meanwhile(
         panic!("{e}");
     }
 }
+
+/// Found by `long_update_histories_equal_a_cold_compile`: in one batch a pod in a selector set
+/// loses its labels and is deleted with the rest of its namespace, and a new pod gets its
+/// address. The incremental state kept the address in the set; a cold compile does not.
+#[test]
+fn an_address_reused_in_the_batch_that_freed_it_leaves_the_set() {
+    let initial = cluster_of(
+        vec![],
+        vec![
+            pod(
+                "ns-a/p0",
+                "node-1",
+                &["10.0.0.1", "fd00::1"],
+                &[("app", "db")],
+            ),
+            pod("ns-a/p1", "node-1", &["10.0.0.2"], &[("app", "db")]),
+            pod("ns-a/p2", "node-1", &["10.0.0.3"], &[("app", "web")]),
+            pod("ns-a/p3", "node-1", &["10.0.0.4"], &[("app", "db")]),
+        ],
+        vec![],
+    );
+    let mut session = Session::new(&initial);
+    let key = |ns: &str, name: &str| palisade::model::ObjectKey::new(ns, name);
+    let batches = vec![
+        vec![mutate::Op::UpsertPolicy(policy(
+            "ns-b/new0",
+            expression("role", "NotIn", &["front"]),
+            Some(vec![rule(
+                Some(vec![pods_where(
+                    everything(),
+                    match_labels(&[("app", "db")]),
+                )]),
+                vec![],
+            )]),
+            None,
+        ))],
+        vec![mutate::Op::UpsertPod(pod(
+            "ns-b/new1",
+            "node-1",
+            &["10.0.0.5", "fd00::2"],
+            &[("app", "web")],
+        ))],
+        vec![
+            mutate::Op::UpsertPod(pod("ns-a/p0", "node-1", &["10.0.0.1", "fd00::1"], &[])),
+            mutate::Op::RemovePod(key("ns-a", "p0")),
+            mutate::Op::RemovePod(key("ns-a", "p1")),
+            mutate::Op::RemovePod(key("ns-a", "p2")),
+            mutate::Op::RemovePod(key("ns-a", "p3")),
+            mutate::Op::UpsertPod(pod(
+                "ns-a/new4",
+                "node-1",
+                &["10.0.0.1", "fd00::1"],
+                &[("app", "web")],
+            )),
+        ],
+    ];
+    for batch in batches {
+        for op in batch {
+            let text = format!("{op:?}");
+            for change in mutate::execute(&mut session.cluster, &mut session.index, op) {
+                session.pending.push((text.clone(), change));
+            }
+        }
+        session.apply_pending();
+    }
+    if let Err(e) = session.compare(&initial) {
+        panic!("{e}");
+    }
+}

@@ -1154,13 +1154,17 @@ impl NodeCompiler {
             SetEntry::Net { net, .. } if net.prefix() == host_prefix(net) => Some(net.ip()),
             SetEntry::Net { .. } => None,
         };
+        // What another member contributes is what the compiler last placed for it (its
+        // record), not the index's pod in its slot: within one batch a slot freed by a removed
+        // pod can already hold a new pod with the same address, whose own change comes later.
         let by_pod = host.is_some_and(|ip| {
             index.pod_ids_with_ip(&ip).iter().any(|other| {
                 Some(*other) != pod
                     && active.pods.contains(other)
-                    && index
-                        .pod_by_id(*other)
-                        .is_some_and(|o| set.pod_entries(o, family).contains(entry))
+                    && self
+                        .pod_records
+                        .get(other)
+                        .is_some_and(|r| set.pod_entries(&r.object, family).contains(entry))
             })
         });
         by_pod
