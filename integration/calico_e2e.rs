@@ -121,7 +121,7 @@ fn yaml_stream(objects: &[Value]) -> Result<String> {
     let mut out = String::new();
     for object in objects {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(object).context("writing YAML")?);
+        out.push_str(&yaml_serde::to_string(object).context("writing YAML")?);
     }
     Ok(out)
 }

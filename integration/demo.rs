@@ -188,7 +188,7 @@ fn seed(name: &str) -> Result<Value> {
         .join(name);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    yaml_serde::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn pod(namespace: &str, name: &str, node: usize, labels: &[(&str, &str)], tcp: &[u16]) -> PodSpec {

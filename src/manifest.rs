@@ -221,7 +221,7 @@ fn documents(path: &Path, text: &str) -> Vec<Result<Value, ManifestError>> {
             }
         }
     } else {
-        for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        for (i, document) in yaml_serde::Deserializer::from_str(text).enumerate() {
             let value = serde_path_to_error::deserialize::<_, Value>(document)
                 .map_err(|e| parse_error(i + 1, format!("invalid YAML: {}", e.inner())));
             let failed = value.is_err();

@@ -125,7 +125,7 @@ fn every_calico_object_the_tests_hold_fits_the_generated_crds() {
     let mut problems = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).expect("a readable test input");
-        for document in serde_yaml::Deserializer::from_str(&text) {
+        for document in yaml_serde::Deserializer::from_str(&text) {
             let Ok(value) = <Value as serde::Deserialize>::deserialize(document) else {
                 continue;
             };

@@ -184,7 +184,7 @@ fn write_file(path: &Path, objects: impl Iterator<Item = Value>, written: &mut W
     let mut out = std::io::BufWriter::new(file);
     for object in objects {
         out.write_all(b"---\n").expect("writing a manifest");
-        serde_yaml::to_writer(&mut out, &object).expect("writing a manifest");
+        yaml_serde::to_writer(&mut out, &object).expect("writing a manifest");
         written.objects += 1;
     }
     out.flush().expect("writing a manifest");

@@ -83,7 +83,7 @@ pub fn pod_with_status(pod_object: &Pod) -> Value {
 /// Writes `text` to `dir/file` atomically: written in `staging` (same file system, outside the
 /// watched directory), then renamed in, so that an agent polling `dir` never reads half a file.
 pub fn write_atomically(dir: &Path, staging: &Path, file: &str, object: &Value) -> Result<()> {
-    let text = serde_yaml::to_string(object).context("serializing a manifest")?;
+    let text = yaml_serde::to_string(object).context("serializing a manifest")?;
     let temporary = staging.join(file);
     std::fs::write(&temporary, text).with_context(|| format!("writing {}", temporary.display()))?;
     let target = dir.join(file);

@@ -122,7 +122,7 @@ pub fn objects(cluster: &Cluster) -> Vec<(String, Value)> {
 /// Writes one file per object into `dir`.
 pub fn write(cluster: &Cluster, dir: &Path) -> Result<()> {
     for (file, object) in objects(cluster) {
-        let text = serde_yaml::to_string(&object).context("serializing a manifest")?;
+        let text = yaml_serde::to_string(&object).context("serializing a manifest")?;
         let path = dir.join(file);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }

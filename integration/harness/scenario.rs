@@ -156,7 +156,7 @@ pub fn load(path: &Path) -> Result<Scenario> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let scenario: Scenario =
-        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        yaml_serde::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     // Parse every expectation up front: a typo in step 7 should not cost a cluster setup.
     for step in &scenario.steps {
         expect::parse(&step.expect).with_context(|| format!("step {:?}", step.name))?;

@@ -129,11 +129,11 @@ fn spec_optional(crd: &mut CustomResourceDefinition) {
 /// The CRDs as one multi-document YAML stream, in a fixed order.
 pub fn calico_crds_yaml(
     group: crate::model::calico::ApiGroup,
-) -> Result<String, serde_yaml::Error> {
+) -> Result<String, yaml_serde::Error> {
     let mut out = String::new();
     for crd in calico_crds(group) {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
+        out.push_str(&yaml_serde::to_string(&crd)?);
     }
     Ok(out)
 }

@@ -709,7 +709,7 @@ mod tests {
     use crate::model::Direction;
 
     fn parse_policy(yaml: &str) -> Result<KubernetesPolicy, ConvertError> {
-        let object: networking::NetworkPolicy = serde_yaml::from_str(yaml).expect("valid YAML");
+        let object: networking::NetworkPolicy = yaml_serde::from_str(yaml).expect("valid YAML");
         policy(&object, &mut Vec::new())
     }
 
@@ -879,7 +879,7 @@ mod tests {
     }
 
     fn parse_pod(yaml: &str) -> Option<Pod> {
-        let object: core::Pod = serde_yaml::from_str(yaml).expect("valid YAML");
+        let object: core::Pod = yaml_serde::from_str(yaml).expect("valid YAML");
         pod(&object, &mut Vec::new()).expect("valid pod")
     }
 
@@ -921,7 +921,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_policy_fails_closed_in_its_directions() {
-        let object: networking::NetworkPolicy = serde_yaml::from_str(&format!(
+        let object: networking::NetworkPolicy = yaml_serde::from_str(&format!(
             "{HEADER}spec:\n  podSelector: {{matchLabels: {{app: x}}}}\n  egress:\n  - ports:\n    - {{protocol: ICMP}}\n"
         ))
         .unwrap();
@@ -941,7 +941,7 @@ mod tests {
             let yaml = format!(
                 "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n  annotations:\n    {LEGACY_ISOLATION_ANNOTATION}: '{value}'\n"
             );
-            let object: core::Namespace = serde_yaml::from_str(&yaml).unwrap();
+            let object: core::Namespace = yaml_serde::from_str(&yaml).unwrap();
             let mut warnings = Vec::new();
             let converted = namespace(&object, &mut warnings);
             (converted.legacy_default_deny, warnings.len())
@@ -959,7 +959,7 @@ mod tests {
 
     #[test]
     fn namespaces_get_their_name_label() {
-        let object: core::Namespace = serde_yaml::from_str("metadata: {name: team-a}").unwrap();
+        let object: core::Namespace = yaml_serde::from_str("metadata: {name: team-a}").unwrap();
         let ns = namespace(&object, &mut Vec::new());
         assert_eq!(
             ns.labels
