@@ -22,7 +22,6 @@ mod harness;
 #[path = "e2e/mod.rs"]
 mod e2e;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -34,8 +33,8 @@ use e2e::agent::{self, Agent, Source as AgentSource};
 use e2e::apiserver::ApiServer;
 use e2e::kube;
 use e2e::verdicts::{self, Await, Expectation, FlipTiming, Sampling, Tally};
-use e2e::{median_and_max, ms, RunDir};
-use harness::cluster::{Binaries, Cluster, NamedPort, PodSpec, Proto};
+use e2e::{binaries, median_and_max, ms, pod_spec, RunDir};
+use harness::cluster::{Cluster, PodSpec, Proto};
 use harness::netns;
 use harness::probe::{Probe, Source};
 
@@ -53,15 +52,6 @@ const OVERTIME: Duration = Duration::from_secs(5);
 /// reports the time measured.
 const POST_OUTAGE_LIMIT: Duration = Duration::from_secs(65);
 
-fn binaries() -> Binaries {
-    Binaries {
-        palisade: std::env::var_os("PALISADE_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_palisade"))),
-        netprobe: PathBuf::from(env!("CARGO_BIN_EXE_palisade-netprobe")),
-    }
-}
-
 fn has_root(test: &str) -> bool {
     if netns::is_root() {
         return true;
@@ -73,33 +63,6 @@ fn has_root(test: &str) -> bool {
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     // A panic in the other test poisons the lock; the lock itself is still fine.
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn pod_spec(
-    namespace: &str,
-    name: &str,
-    node: usize,
-    labels: &[(&str, &str)],
-    tcp: &[u16],
-    udp: &[u16],
-    named: &[(&str, Proto, u16)],
-) -> PodSpec {
-    let mut spec = PodSpec::new(namespace, name, node);
-    spec.labels = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    spec.tcp = tcp.to_vec();
-    spec.udp = udp.to_vec();
-    spec.named_ports = named
-        .iter()
-        .map(|(name, proto, port)| NamedPort {
-            name: name.to_string(),
-            proto: *proto,
-            port: *port,
-        })
-        .collect();
-    spec
 }
 
 /// web/server (node 2: tcp/80 named http, udp/53 named dns), web/peer (node 1), client/a
@@ -365,16 +328,7 @@ impl World {
 
     /// Waits (up to 15 s) for the full matrix to match; for state changes that are not timed.
     fn settle(&self, expected: &Expectation) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            match verdicts::check_matrix(&self.cluster, expected) {
-                Ok(_) => return Ok(()),
-                Err(e) if started.elapsed() > Duration::from_secs(15) => {
-                    return Err(e.context("the cluster did not settle within 15 s"))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
+        verdicts::settle(&self.cluster, expected)
     }
 
     /// Does `change`, then times (with probes) how soon the verdicts that differ between
@@ -413,16 +367,7 @@ impl World {
     }
 
     fn start_agents(&mut self) -> Result<()> {
-        for agent in &mut self.agents {
-            if !agent.is_started() {
-                agent.start()?;
-            }
-        }
-        for agent in &mut self.agents {
-            let (took, _) = agent.wait_ready(Duration::from_secs(60))?;
-            println!("  agent {} ready after {}", agent.node, ms(took));
-        }
-        Ok(())
+        agent::start_all(&mut self.agents)
     }
 
     /// Back to "no policies, baseline labels", whatever a failed phase left behind.

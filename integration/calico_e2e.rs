@@ -25,7 +25,6 @@ mod harness;
 mod e2e;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,12 +32,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use e2e::agent::{Agent, Source as AgentSource};
+use e2e::agent::{self, Agent, Source as AgentSource};
 use e2e::apiserver::ApiServer;
 use e2e::kube;
 use e2e::verdicts::{self, Await, Expectation, Round, Sampling};
-use e2e::{median_and_max, ms, RunDir};
-use harness::cluster::{Binaries, Cluster, NamedPort, PodSpec, Proto};
+use e2e::{binaries, median_and_max, ms, pod_spec, RunDir};
+use harness::cluster::{Cluster, PodSpec, Proto};
 use harness::netns;
 use harness::probe::Probe;
 
@@ -46,16 +45,17 @@ use harness::probe::Probe;
 const CHANGE_LIMIT: Duration = Duration::from_secs(1);
 /// And half of them within this.
 const MEDIAN_LIMIT: Duration = Duration::from_millis(200);
+/// The resources of the kinds the CRDs define, in both groups.
+const CALICO_PLURALS: [&str; 5] = [
+    "networkpolicies",
+    "globalnetworkpolicies",
+    "networksets",
+    "globalnetworksets",
+    "tiers",
+];
 /// How long an agent that found no Calico group takes at most to notice the CRDs (it looks
 /// every 10 s).
 const DISCOVERY_LIMIT: Duration = Duration::from_secs(20);
-
-fn binaries() -> Binaries {
-    Binaries {
-        palisade: PathBuf::from(env!("CARGO_BIN_EXE_palisade")),
-        netprobe: PathBuf::from(env!("CARGO_BIN_EXE_palisade-netprobe")),
-    }
-}
 
 /// The Calico group the objects are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,37 +126,24 @@ fn yaml_stream(objects: &[Value]) -> Result<String> {
     Ok(out)
 }
 
-fn pod_spec(
-    namespace: &str,
-    name: &str,
-    node: usize,
-    labels: &[(&str, &str)],
-    tcp: &[u16],
-    udp: &[u16],
-) -> PodSpec {
-    let mut spec = PodSpec::new(namespace, name, node);
-    spec.labels = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    spec.tcp = tcp.to_vec();
-    spec.udp = udp.to_vec();
-    spec.named_ports = vec![NamedPort {
-        name: "http".into(),
-        proto: Proto::Tcp,
-        port: 80,
-    }];
-    spec
-}
-
 /// web/server (node 2, tcp/80 and udp/53), web/peer (node 1), client/a (node 1, frontend),
-/// client/b (node 2, backend): same-node and cross-node pairs in both namespaces.
+/// client/b (node 2, backend): same-node and cross-node pairs in both namespaces. Every pod
+/// names tcp/80 `http`.
 fn pods() -> Vec<PodSpec> {
+    let http = [("http", Proto::Tcp, 80)];
     vec![
-        pod_spec("web", "server", 2, &[("app", "server")], &[80], &[53]),
-        pod_spec("web", "peer", 1, &[("app", "peer")], &[80], &[]),
-        pod_spec("client", "a", 1, &[("role", "frontend")], &[80], &[]),
-        pod_spec("client", "b", 2, &[("role", "backend")], &[80], &[]),
+        pod_spec(
+            "web",
+            "server",
+            2,
+            &[("app", "server")],
+            &[80],
+            &[53],
+            &http,
+        ),
+        pod_spec("web", "peer", 1, &[("app", "peer")], &[80], &[], &http),
+        pod_spec("client", "a", 1, &[("role", "frontend")], &[80], &[], &http),
+        pod_spec("client", "b", 2, &[("role", "backend")], &[80], &[], &http),
     ]
 }
 
@@ -292,16 +279,7 @@ impl World {
     }
 
     fn start_agents(&mut self) -> Result<()> {
-        for agent in &mut self.agents {
-            if !agent.is_started() {
-                agent.start()?;
-            }
-        }
-        for agent in &mut self.agents {
-            let (took, _) = agent.wait_ready(Duration::from_secs(60))?;
-            println!("  agent {} ready after {}", agent.node, ms(took));
-        }
-        Ok(())
+        agent::start_all(&mut self.agents)
     }
 
     fn stop_agents(&mut self) -> Result<()> {
@@ -330,13 +308,7 @@ impl World {
         }
         let text = String::from_utf8(output.stdout).context("palisade crds printed non-UTF-8")?;
         self.api.kubectl_input(&["apply", "-f", "-"], Some(&text))?;
-        for plural in [
-            "networkpolicies",
-            "globalnetworkpolicies",
-            "networksets",
-            "globalnetworksets",
-            "tiers",
-        ] {
+        for plural in CALICO_PLURALS {
             // `kubectl wait` fails on a CRD so new that it has no status yet.
             let crd = format!("crd/{plural}.{}", group.name());
             let wait = ["wait", "--for=condition=Established", "--timeout=30s", &crd];
@@ -353,13 +325,7 @@ impl World {
     }
 
     fn delete_crds(&self, group: Group) -> Result<()> {
-        for plural in [
-            "networkpolicies",
-            "globalnetworkpolicies",
-            "networksets",
-            "globalnetworksets",
-            "tiers",
-        ] {
+        for plural in CALICO_PLURALS {
             self.api.kubectl(&[
                 "delete",
                 "crd",
@@ -386,16 +352,22 @@ impl World {
 
     /// Waits (up to 15 s) for the full matrix to match; for changes that are not timed.
     fn settle(&self, expected: &Expectation) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            match verdicts::check_matrix(&self.cluster, expected) {
-                Ok(_) => return Ok(()),
-                Err(e) if started.elapsed() > Duration::from_secs(15) => {
-                    return Err(e.context("the cluster did not settle within 15 s"))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
+        verdicts::settle(&self.cluster, expected)
+    }
+
+    /// `kubectl label pod -n client a role=ROLE --overwrite`.
+    fn label_client_a(&self, role: &str) -> Result<()> {
+        self.api
+            .kubectl(&[
+                "label",
+                "pod",
+                "-n",
+                "client",
+                "a",
+                &format!("role={role}"),
+                "--overwrite",
+            ])
+            .map(drop)
     }
 
     fn pod_ip(&self, key: &str) -> Result<String> {
@@ -638,19 +610,7 @@ impl Run<'_> {
         self.change(
             "a pod label change under a Calico selector",
             expect::AB_TO_SERVER,
-            |w| {
-                w.api
-                    .kubectl(&[
-                        "label",
-                        "pod",
-                        "-n",
-                        "client",
-                        "a",
-                        "role=backend",
-                        "--overwrite",
-                    ])
-                    .map(drop)
-            },
+            |w| w.label_client_a("backend"),
         )?;
 
         self.change("a policy deleted", expect::CLOSED, |w| {
@@ -667,19 +627,7 @@ impl Run<'_> {
         self.change("every Calico object deleted", expect::OPEN, |w| {
             w.delete_yaml(&everything)
         })?;
-        self.untimed("the pod label restored", |w| {
-            w.api
-                .kubectl(&[
-                    "label",
-                    "pod",
-                    "-n",
-                    "client",
-                    "a",
-                    "role=frontend",
-                    "--overwrite",
-                ])
-                .map(drop)
-        })
+        self.untimed("the pod label restored", |w| w.label_client_a("frontend"))
     }
 
     /// A policy whose rule selector does not parse: an Event on it naming the field, and

@@ -300,3 +300,17 @@ pub fn ipset_has(netns_name: &str, set: &str, member: &str) -> Result<bool> {
     )?;
     Ok(finished.success())
 }
+
+/// Starts every agent not running yet, then waits (up to 60 s each) until each is ready.
+pub fn start_all(agents: &mut [Agent]) -> Result<()> {
+    for agent in agents.iter_mut() {
+        if !agent.is_started() {
+            agent.start()?;
+        }
+    }
+    for agent in agents.iter_mut() {
+        let (took, _) = agent.wait_ready(Duration::from_secs(60))?;
+        println!("  agent {} ready after {}", agent.node, super::ms(took));
+    }
+    Ok(())
+}

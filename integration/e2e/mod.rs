@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::harness::cluster::{Binaries, NamedPort, PodSpec, Proto};
+
 /// The last `lines` lines of a text file ("" if unreadable).
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -72,4 +74,42 @@ pub fn median_and_max(values: &[Duration]) -> Option<(Duration, Duration)> {
         (sorted[middle - 1] + sorted[middle]) / 2
     };
     Some((median, max))
+}
+
+/// The binaries under test: `palisade` (or `$PALISADE_BIN`) and the probe.
+pub fn binaries() -> Binaries {
+    Binaries {
+        palisade: std::env::var_os("PALISADE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_palisade"))),
+        netprobe: PathBuf::from(env!("CARGO_BIN_EXE_palisade-netprobe")),
+    }
+}
+
+/// A pod of the harness: its labels, the TCP and UDP ports it serves, and its named ports.
+pub fn pod_spec(
+    namespace: &str,
+    name: &str,
+    node: usize,
+    labels: &[(&str, &str)],
+    tcp: &[u16],
+    udp: &[u16],
+    named: &[(&str, Proto, u16)],
+) -> PodSpec {
+    let mut spec = PodSpec::new(namespace, name, node);
+    spec.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    spec.tcp = tcp.to_vec();
+    spec.udp = udp.to_vec();
+    spec.named_ports = named
+        .iter()
+        .map(|(name, proto, port)| NamedPort {
+            name: name.to_string(),
+            proto: *proto,
+            port: *port,
+        })
+        .collect();
+    spec
 }

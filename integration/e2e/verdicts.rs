@@ -411,3 +411,17 @@ impl Tally {
         lines.join("\n  ")
     }
 }
+
+/// Waits (up to 15 s) for the full matrix to match; for state changes that are not timed.
+pub fn settle(cluster: &Cluster, expected: &Expectation) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        match check_matrix(cluster, expected) {
+            Ok(_) => return Ok(()),
+            Err(e) if started.elapsed() > Duration::from_secs(15) => {
+                return Err(e.context("the cluster did not settle within 15 s"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
