@@ -292,7 +292,7 @@ fn namespaces_of(cluster: &Cluster) -> usize {
     cluster
         .pods
         .keys()
-        .map(|k| k.namespace.clone())
+        .map(|k| k.namespace.to_string())
         .chain(cluster.namespaces.keys().cloned())
         .filter_map(|ns| gen::NAMESPACES.iter().position(|n| *n == ns))
         .max()

@@ -323,7 +323,13 @@ impl ClusterObjects {
         for namespace in self.namespaces {
             index.upsert_namespace(namespace);
         }
-        for pod in self.pods {
+        for mut pod in self.pods {
+            // Each pod its own copy, as a watcher decodes it: only the index shares label sets.
+            pod.labels = pod
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             index.upsert_pod(pod);
         }
         for policy in self.policies {
@@ -505,7 +511,7 @@ struct Ns {
 
 fn named_port(name: &str, protocol: Protocol, port: u16) -> NamedPort {
     NamedPort {
-        name: name.to_string(),
+        name: name.into(),
         protocol,
         port,
     }
@@ -878,11 +884,11 @@ pub fn generate(params: &ClusterParams) -> ClusterObjects {
         let app = &ns.apps[draft.app];
         pods.push(Pod {
             key: ObjectKey::new(ns.name.clone(), draft.name),
-            node: Some(format!("node-{node}")),
+            node: Some(compact_str::format_compact!("node-{node}")),
             ips: vec![pod_ip(node, host)],
             labels: draft.labels,
             named_ports: app.ports.clone(),
-            service_account: Some("default".to_string()),
+            service_account: Some("default".into()),
         });
     }
 
@@ -1648,7 +1654,7 @@ pub fn label_toggle(index: &ClusterIndex, node: &str, local: bool) -> Option<Lab
     };
     for key in MUTABLE_KEYS {
         for pod in &candidates {
-            let Some(old) = pod.labels.get(*key) else {
+            let Some(old) = pod.labels.get(key) else {
                 continue;
             };
             let new = flipped(key, old);

@@ -204,12 +204,12 @@ impl Touch {
 fn changed_keys<'a>(a: &'a Labels, b: &'a Labels) -> Vec<&'a str> {
     let mut out: Vec<&str> = a
         .iter()
-        .filter(|(k, v)| b.get(*k) != Some(v))
+        .filter(|(k, v)| b.get(k) != Some(v))
         .map(|(k, _)| k.as_str())
         .collect();
     out.extend(
         b.keys()
-            .filter(|k| !a.contains_key(*k))
+            .filter(|k| !a.contains_key(k))
             .map(LabelText::as_str),
     );
     out
@@ -995,7 +995,7 @@ impl NodeCompiler {
                     self.set_selectors
                         .candidates(&index.pod_view(pod), &mut found);
                     for port in &pod.named_ports {
-                        if let Some(sets) = self.sets_by_port_name.get(&port.name) {
+                        if let Some(sets) = self.sets_by_port_name.get(port.name.as_str()) {
                             found.extend(sets.iter().cloned());
                         }
                     }

@@ -169,8 +169,8 @@ pub fn explain(
         match end.pod {
             Some(pod) => pod
                 .node
-                .clone()
-                .map(Some)
+                .as_deref()
+                .map(|node| Some(node.to_string()))
                 .ok_or_else(|| ExplainError::NoNode(pod.key.clone())),
             None => Ok(None),
         }
@@ -300,7 +300,7 @@ pub fn pod_policies(
         pod: key.to_string(),
         ingress: policies(Direction::Ingress),
         egress: policies(Direction::Egress),
-        node,
+        node: node.to_string(),
     })
 }
 

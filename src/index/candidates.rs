@@ -159,7 +159,7 @@ impl ClusterIndex {
             LabelKind::Namespace => match values {
                 Some(values) => values
                     .iter()
-                    .filter_map(|ns| self.pods_by_namespace.get(ns))
+                    .filter_map(|ns| self.pods_by_namespace.get(ns.as_str()))
                     .collect(),
                 // Every pod has a namespace.
                 None => return None,

@@ -6,6 +6,7 @@
 //! policies could select this pod" without testing every pod or every policy.
 
 mod candidates;
+mod label_sets;
 mod views;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -14,10 +15,12 @@ use std::sync::Arc;
 
 use crate::model::kubernetes::KubernetesPolicy;
 use crate::model::{
-    Namespace, NetworkSet, NetworkSetKey, ObjectKey, Pod, Policy, PolicyId, PolicyKind,
+    Name, Namespace, NetworkSet, NetworkSetKey, ObjectKey, Pod, Policy, PolicyId, PolicyKind,
     ServiceAccount, ServiceSlice, Tier,
 };
 use crate::selector::{LabelText, Labels, SelectorIndex};
+
+use label_sets::LabelSets;
 
 pub use candidates::{Candidates, Rest};
 pub use views::{NetworkSetView, PodView};
@@ -114,22 +117,24 @@ pub struct ClusterIndex {
     addresses: Vec<PodAddress>,
     free_ids: Vec<PodId>,
     pod_ids: HashMap<ObjectKey, PodId>,
-    pods_by_namespace: HashMap<String, PodIdSet>,
-    pods_by_node: HashMap<String, PodIdSet>,
+    pods_by_namespace: HashMap<Name, PodIdSet>,
+    pods_by_node: HashMap<Name, PodIdSet>,
     pods_by_ip: HashMap<IpAddr, Vec<PodId>>,
-    pods_by_port_name: HashMap<String, PodIdSet>,
+    pods_by_port_name: HashMap<Name, PodIdSet>,
+    /// The label sets of the pods, each stored once.
+    label_sets: LabelSets,
     /// Label key, then value: the pods that carry it.
     pods_by_label: HashMap<LabelText, HashMap<LabelText, PodIdSet>>,
     namespaces: BTreeMap<String, Arc<Namespace>>,
     /// Label key, then value: the Namespace objects that carry it.
     namespaces_by_label: HashMap<LabelText, HashMap<LabelText, BTreeSet<String>>>,
     /// Namespace, then name.
-    service_accounts: HashMap<String, HashMap<String, Arc<ServiceAccount>>>,
+    service_accounts: HashMap<Name, HashMap<Name, Arc<ServiceAccount>>>,
     network_sets: BTreeMap<NetworkSetKey, Arc<NetworkSet>>,
     tiers: BTreeMap<String, Arc<Tier>>,
     slices: HashMap<ObjectKey, Arc<ServiceSlice>>,
     /// Service (namespace/name) to the names of its slices.
-    slices_by_service: HashMap<ObjectKey, Vec<String>>,
+    slices_by_service: HashMap<ObjectKey, Vec<Name>>,
     policies: BTreeMap<PolicyId, Arc<Policy>>,
     policy_selectors: SelectorIndex<PolicyId>,
 }
@@ -253,7 +258,7 @@ impl ClusterIndex {
 
     /// Names of the namespaces that hold pods.
     pub fn populated_namespaces(&self) -> impl Iterator<Item = &str> {
-        self.pods_by_namespace.keys().map(String::as_str)
+        self.pods_by_namespace.keys().map(Name::as_str)
     }
 
     pub fn namespace(&self, name: &str) -> Option<&Arc<Namespace>> {
@@ -314,7 +319,10 @@ impl ClusterIndex {
             .get(service)
             .into_iter()
             .flatten()
-            .filter_map(move |name| self.slices.get(&ObjectKey::new(namespace.clone(), name)))
+            .filter_map(move |name| {
+                self.slices
+                    .get(&ObjectKey::new(namespace.clone(), name.as_str()))
+            })
     }
 
     pub fn policy(&self, id: &PolicyId) -> Option<&Arc<Policy>> {
@@ -362,15 +370,17 @@ impl ClusterIndex {
 
     // ---- updates ---------------------------------------------------------------------------
 
-    pub fn upsert_pod(&mut self, pod: Pod) -> Option<Change> {
-        let pod = Arc::new(pod);
+    pub fn upsert_pod(&mut self, mut pod: Pod) -> Option<Change> {
         if let Some(&id) = self.pod_ids.get(&pod.key) {
             let before = self.pod_by_id(id).cloned();
-            if before.as_deref() == Some(&*pod) {
+            if before.as_deref() == Some(&pod) {
                 return None;
             }
+            pod.labels = self.label_sets.share(std::mem::take(&mut pod.labels));
+            let pod = Arc::new(pod);
             if let Some(before) = &before {
                 self.unlink_pod(id, before);
+                self.label_sets.release();
             }
             self.link_pod(id, &pod);
             self.pods[id as usize] = Some(Arc::clone(&pod));
@@ -380,6 +390,8 @@ impl ClusterIndex {
                 after: Some(pod),
             });
         }
+        pod.labels = self.label_sets.share(std::mem::take(&mut pod.labels));
+        let pod = Arc::new(pod);
         let id = match self.free_ids.pop() {
             Some(id) => id,
             None => {
@@ -401,6 +413,7 @@ impl ClusterIndex {
         let id = self.pod_ids.remove(key)?;
         let before = self.pods.get_mut(id as usize).and_then(Option::take)?;
         self.unlink_pod(id, &before);
+        self.label_sets.release();
         self.free_ids.push(id);
         Some(Change::Pod {
             id,

@@ -176,7 +176,7 @@ pub fn pod(pod: &core::Pod, warnings: &mut Vec<Warning>) -> Result<Option<Pod>, 
                     )
                 })?;
             named_ports.push(NamedPort {
-                name: name.clone(),
+                name: name.as_str().into(),
                 protocol,
                 port: number,
             });
@@ -190,9 +190,11 @@ pub fn pod(pod: &core::Pod, warnings: &mut Vec<Warning>) -> Result<Option<Pod>, 
                 .or_else(|| s.service_account.clone())
         })
         .filter(|sa| !sa.is_empty())
-        .unwrap_or_else(|| "default".to_string());
+        .map_or_else(|| "default".into(), super::Name::from);
     Ok(Some(Pod {
-        node: spec.and_then(|s| s.node_name.clone()),
+        node: spec
+            .and_then(|s| s.node_name.as_deref())
+            .map(super::Name::from),
         ips,
         labels: labels(&pod.metadata),
         named_ports,
@@ -234,9 +236,9 @@ pub fn namespace(namespace: &core::Namespace, warnings: &mut Vec<Warning>) -> Na
     };
     let mut labels = labels(&namespace.metadata);
     // Older API servers do not add it; selectors written for newer ones rely on it.
-    labels
-        .entry(super::NAMESPACE_NAME_LABEL.into())
-        .or_insert_with(|| name.as_str().into());
+    if !labels.contains_key(super::NAMESPACE_NAME_LABEL) {
+        labels.insert(super::NAMESPACE_NAME_LABEL.into(), name.as_str().into());
+    }
     Namespace {
         labels,
         name,

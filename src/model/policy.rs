@@ -49,8 +49,8 @@ impl PolicyId {
     pub fn kubernetes(key: &ObjectKey) -> Self {
         Self {
             kind: PolicyKind::Kubernetes,
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
+            namespace: key.namespace.to_string(),
+            name: key.name.to_string(),
         }
     }
 

@@ -7,6 +7,7 @@
 mod eval;
 mod expr;
 mod index;
+mod labels;
 mod lexer;
 mod parser;
 mod restrict;
@@ -23,12 +24,11 @@ pub use expr::{
 pub use index::SelectorIndex;
 pub use restrict::{Placement, Restriction};
 
-/// Labels of a pod, namespace, service account or network set.
 /// Label keys and values: most fit the 24 bytes of a `CompactString` inline, so a pod's labels
 /// cost no allocation each (with 150,000 pods, that is most of the agent's memory).
 pub type LabelText = compact_str::CompactString;
 
-pub type Labels = BTreeMap<LabelText, LabelText>;
+pub use labels::Labels;
 
 /// Labels from string pairs, such as an object's `metadata.labels`.
 pub fn labels_of<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> Labels {

@@ -28,17 +28,17 @@ pub fn pod(key: &str, node: &str, ips: &[&str], pairs: &[(&str, &str)]) -> Pod {
     let (ns, name) = key.split_once('/').expect("pod key is ns/name");
     Pod {
         key: ObjectKey::new(ns, name),
-        node: Some(node.to_string()),
+        node: Some(node.into()),
         ips: ips.iter().map(|ip| ip.parse().expect("pod ip")).collect(),
         labels: labels(pairs),
         named_ports: Vec::new(),
-        service_account: Some("default".to_string()),
+        service_account: Some("default".into()),
     }
 }
 
 pub fn with_port(mut pod: Pod, name: &str, protocol: Protocol, port: u16) -> Pod {
     pod.named_ports.push(NamedPort {
-        name: name.to_string(),
+        name: name.into(),
         protocol,
         port,
     });

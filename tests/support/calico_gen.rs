@@ -639,7 +639,7 @@ pub fn cluster() -> impl Strategy<Value = Cluster> {
                 let namespaces = cluster
                     .pods
                     .keys()
-                    .map(|k| k.namespace.clone())
+                    .map(|k| k.namespace.to_string())
                     .chain(cluster.namespaces.keys().cloned())
                     .filter_map(|ns| NAMESPACES.iter().position(|n| *n == ns))
                     .max()
@@ -650,7 +650,7 @@ pub fn cluster() -> impl Strategy<Value = Cluster> {
                 for (i, key) in keys.iter().enumerate() {
                     if let Some(pod) = cluster.pods.get_mut(key) {
                         let sa = SERVICE_ACCOUNTS[service_accounts[i % 6].index(2)];
-                        pod.service_account = Some(sa.to_string());
+                        pod.service_account = Some(sa.into());
                         if in_service[i % 6] {
                             addresses.extend(pod.ips.iter().copied());
                         }

@@ -39,7 +39,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use palisade::model::kubernetes::KubernetesPolicy;
 use palisade::model::{Family, ObjectKey, Pod, Protocol, NAMESPACE_NAME_LABEL};
-use palisade::selector::{Expr, Labels, Selector};
+use palisade::selector::{Expr, LabelText, Selector};
 use serde_json::Value;
 
 use super::cluster::Cluster;
@@ -57,6 +57,14 @@ fn parse(text: &str) -> Expr {
         .unwrap_or_else(|e| panic!("generated selector {text:?}: {e}"))
         .expr()
         .clone()
+}
+
+/// An endpoint's labels as this evaluator builds them: a plain map, independent of the
+/// product's label type.
+type Labels = BTreeMap<LabelText, LabelText>;
+
+fn map_of(labels: &palisade::selector::Labels) -> Labels {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn matches(expr: &Expr, labels: &Labels) -> bool {
@@ -97,7 +105,7 @@ struct Named {
 impl Cluster {
     fn namespace_map(&self, ns: &str) -> Labels {
         let mut labels = match self.namespaces.get(ns) {
-            Some(object) => object.labels.clone(),
+            Some(object) => map_of(&object.labels),
             None => Labels::from([(NAMESPACE_NAME_LABEL.into(), ns.into())]),
         };
         labels.insert("projectcalico.org/name".into(), ns.into());
@@ -108,14 +116,14 @@ impl Cluster {
         let mut labels = self
             .service_accounts
             .get(&ObjectKey::new(ns, sa))
-            .cloned()
+            .map(map_of)
             .unwrap_or_default();
         labels.insert("projectcalico.org/name".into(), sa.into());
         labels
     }
 
     fn pod_view(&self, pod: &Pod) -> Labels {
-        let mut labels = pod.labels.clone();
+        let mut labels = map_of(&pod.labels);
         labels.insert(
             "projectcalico.org/namespace".into(),
             pod.key.namespace.as_str().into(),
@@ -172,7 +180,7 @@ impl Cluster {
             .values()
             .filter(|p| p.ips.contains(&ip))
             .map(|p| Named {
-                namespace: Some(p.key.namespace.clone()),
+                namespace: Some(p.key.namespace.to_string()),
                 labels: self.pod_view(p),
                 pod: Some(p.clone()),
             })

@@ -354,13 +354,13 @@ impl PodGen {
         }
         Pod {
             key: ObjectKey::new(namespace, name),
-            node: Some(NODES[self.node.index(NODES.len())].to_string()),
+            node: Some(NODES[self.node.index(NODES.len())].into()),
             ips: std::iter::once(v4)
                 .chain(v6.filter(|_| self.dual_stack))
                 .collect(),
             labels: self.labels.clone(),
             named_ports,
-            service_account: Some("default".to_string()),
+            service_account: Some("default".into()),
         }
     }
 }
