@@ -976,7 +976,57 @@ fn spawn_overhead(reps: usize) -> (Stats, Stats) {
     (netns, host)
 }
 
+/// The latency of every sync that wrote to the kernel (its oldest change to the kernel
+/// updated), read from the agent's own `synced` log event, so the churn can report the exact
+/// median and worst rather than histogram buckets.
+static SYNC_LATENCIES_MS: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+struct SyncLatencies;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SyncLatencies {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields {
+            synced: bool,
+            latency_ms: Option<u64>,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                if field.name() == "latency_ms" {
+                    self.latency_ms = Some(value);
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" && format!("{value:?}") == "synced" {
+                    self.synced = true;
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if let (true, Some(ms)) = (fields.synced, fields.latency_ms) {
+            if let Ok(mut all) = SYNC_LATENCIES_MS.lock() {
+                all.push(ms);
+            }
+        }
+    }
+}
+
+fn sync_latencies_taken() -> Vec<u64> {
+    SYNC_LATENCIES_MS
+        .lock()
+        .map(|mut all| std::mem::take(&mut *all))
+        .unwrap_or_default()
+}
+
 fn main() {
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::Layer as _;
+        let subscriber = tracing_subscriber::registry()
+            .with(SyncLatencies.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    }
     if !is_root() {
         println!("skipping: needs root");
         return;
@@ -1561,6 +1611,10 @@ struct ChurnResult {
     /// Per sync, time from its oldest change to the kernel updated: (upper bound, share).
     latency_buckets: Vec<(f64, f64)>,
     mean_latency: Duration,
+    /// Exact median and worst over the syncs that wrote to the kernel.
+    written_median_ms: u64,
+    written_worst_ms: u64,
+    written_syncs: usize,
     /// CPU of the agent process (the sender thread included) and of the restore tools, as a
     /// share of one core.
     own_cpu: f64,
@@ -1589,6 +1643,7 @@ fn churn(
         .collect();
     let syncs_before = metrics.syncs.get();
     runner.take();
+    sync_latencies_taken();
     let mut rng = cluster::Rng::new(0x5eed_c4a2);
     let mut removed: Vec<usize> = Vec::new();
     let interval = Duration::from_micros(1_000_000 / CHURN_RATE);
@@ -1639,8 +1694,13 @@ fn churn(
         .iter()
         .filter(|c| c.what.contains("restore"))
         .count();
+    let mut written = sync_latencies_taken();
+    written.sort_unstable();
     let tick = 0.01;
     let result = ChurnResult {
+        written_median_ms: written.get(written.len() / 2).copied().unwrap_or(0),
+        written_worst_ms: written.last().copied().unwrap_or(0),
+        written_syncs: written.len(),
         seconds,
         events: total,
         syncs: metrics.syncs.get() - syncs_before,
@@ -1662,13 +1722,16 @@ fn churn_text(r: &ChurnResult) -> String {
         .map(|(bound, share)| format!("<= {:.0} ms {:.1}%", bound * 1e3, share * 100.0))
         .collect();
     format!(
-        "{} pod events at {CHURN_RATE}/s for {} s: {} syncs, {} restore calls; sync latency (oldest change to kernel) mean {}, {}; CPU agent {:.1}% of a core, restore tools {:.1}%",
+        "{} pod events at {CHURN_RATE}/s for {} s: {} syncs, {} restore calls; sync latency (oldest change to kernel) mean {}, {}; the {} syncs that wrote: median {} ms, worst {} ms; CPU agent {:.1}% of a core, restore tools {:.1}%",
         r.events,
         r.seconds,
         r.syncs,
         r.restores,
         ms(r.mean_latency),
         shares.join(", "),
+        r.written_syncs,
+        r.written_median_ms,
+        r.written_worst_ms,
         r.own_cpu * 100.0,
         r.children_cpu * 100.0
     )
