@@ -707,6 +707,11 @@ struct BackendResult {
     noop_wall: Option<Stats>,
     noop_breakdown: Vec<(String, Stats, usize, usize)>,
     noop_report: BTreeSet<String>,
+    /// `Dataplane::verify` of the whole state (the periodic refresh): reads and compares.
+    verify_wall: Option<Stats>,
+    /// `Dataplane::read_counters` of the whole state, and how many rules it read.
+    counter_read_wall: Option<Stats>,
+    counted_rules: usize,
     memory_matches_kernel: bool,
     state_restored: bool,
 }
@@ -920,10 +925,35 @@ fn bench_backend(backend: Backend, cx: &mut Context<'_>) -> BackendResult {
     let noop_wall = Stats::of(noops.iter().map(|s| s.wall));
     println!("  no-op re-apply: {}", stats_text(noop_wall));
     // Everything above after the initial apply was planned from memory: read the kernel back.
+    let verify_started = Instant::now();
     let drift = dp
         .verify(cx.compiler.state())
         .unwrap_or_else(|e| panic!("verify failed: {e}"));
+    let mut verifies = vec![verify_started.elapsed()];
     let memory_matches_kernel = drift.is_empty();
+    for _ in 1..cx.reps.max(3) {
+        let started = Instant::now();
+        let _ = dp.verify(cx.compiler.state());
+        verifies.push(started.elapsed());
+    }
+    let verify_wall = Stats::of(verifies);
+    let mut counter_reads = Vec::new();
+    let mut counted_rules = 0;
+    for _ in 0..cx.reps.max(5) {
+        let started = Instant::now();
+        let snapshot = dp
+            .read_counters()
+            .unwrap_or_else(|e| panic!("counter read failed: {e}"))
+            .unwrap_or_else(|| panic!("no written state to read counters of"));
+        counter_reads.push(started.elapsed());
+        counted_rules = snapshot.readings.len();
+    }
+    let counter_read_wall = Stats::of(counter_reads);
+    println!(
+        "  refresh (verify) {}; counter read of {counted_rules} rules {}",
+        stats_text(verify_wall),
+        stats_text(counter_read_wall)
+    );
     println!("  kernel read back after the toggles matches the state: {memory_matches_kernel} ({drift:?})");
 
     let result = BackendResult {
@@ -947,6 +977,9 @@ fn bench_backend(backend: Backend, cx: &mut Context<'_>) -> BackendResult {
         noop_wall,
         noop_breakdown: breakdown(&noop_pairs),
         noop_report: noops.iter().map(|s| report_text(&s.report)).collect(),
+        verify_wall,
+        counter_read_wall,
+        counted_rules,
         state_restored,
         memory_matches_kernel,
     };
@@ -1217,6 +1250,19 @@ fn main() {
             println!("    report: {report}");
         }
         print!("{}", breakdown_text(&r.noop_breakdown, "    "));
+        println!(
+            "refresh (read and compare): wall {}",
+            stats_text(r.verify_wall)
+        );
+        let read_verdict = match r.counter_read_wall {
+            Some(s) if s.median <= Duration::from_millis(50) => "met",
+            _ => "MISSED",
+        };
+        println!(
+            "counter read ({} counted rules): wall {} (target <= 50 ms: {read_verdict})",
+            r.counted_rules,
+            stats_text(r.counter_read_wall)
+        );
         println!(
             "state after all toggles == initial state: {}",
             r.state_restored

@@ -231,6 +231,10 @@ pub struct AgentArgs {
     /// Remove Palisade's rules on SIGTERM (for uninstalling); by default they stay in place.
     #[arg(long)]
     pub cleanup_on_exit: bool,
+    /// How often to read the kernel's rule counters for the per-policy and denied-packet
+    /// metrics (one iptables-save -c per family); 0 turns the reads off.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub counters_interval: Duration,
     #[command(flatten)]
     pub marks: MarkArgs,
 }

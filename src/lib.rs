@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod compiler;
+pub mod counters;
 pub mod dataplane;
 pub mod explain;
 pub mod index;

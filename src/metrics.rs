@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::compiler::desired::Counted;
+use crate::counters::CounterUpdate;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -42,8 +45,21 @@ pub struct Metrics {
     pub kernel_reads: IntCounter,
     pub syncs_without_changes: IntCounter,
     pub last_successful_sync: IntGauge,
+    /// Per policy rule on this node (both families summed), from the kernel's rule counters.
+    pub policy_rule_packets: IntCounterVec,
+    pub policy_rule_bytes: IntCounterVec,
+    /// Per local pod and direction: dropped at the end of a tier, no policy allowed them.
+    pub denied_packets: IntCounterVec,
+    pub counter_read_duration: Histogram,
+    pub counter_read_errors: IntCounter,
     ready: AtomicBool,
 }
+
+/// The labels of a policy rule's counters.
+pub const POLICY_RULE_LABELS: [&str; 6] =
+    ["tier", "namespace", "policy", "direction", "rule", "action"];
+/// The labels of a pod's default-deny counter.
+pub const DENIED_LABELS: [&str; 3] = ["namespace", "pod", "direction"];
 
 impl Metrics {
     pub fn new() -> Result<Arc<Self>, MetricsError> {
@@ -109,6 +125,35 @@ impl Metrics {
                 "palisade_last_successful_sync_timestamp_seconds",
                 "Unix time of the last successful sync.",
             )?,
+            policy_rule_packets: IntCounterVec::new(
+                Opts::new(
+                    "palisade_policy_rule_packets_total",
+                    "Packets a policy rule matched on this node (allowed, denied, passed or logged), from the kernel's rule counters. Established flows skip policy, so this counts each flow's packets until it is established: one for TCP, each one for unanswered UDP.",
+                ),
+                &POLICY_RULE_LABELS,
+            )?,
+            policy_rule_bytes: IntCounterVec::new(
+                Opts::new(
+                    "palisade_policy_rule_bytes_total",
+                    "Bytes of the packets counted by palisade_policy_rule_packets_total.",
+                ),
+                &POLICY_RULE_LABELS,
+            )?,
+            denied_packets: IntCounterVec::new(
+                Opts::new(
+                    "palisade_denied_packets_total",
+                    "Packets to or from a local pod dropped because no policy allowed them (the end of a tier), from the kernel's rule counters.",
+                ),
+                &DENIED_LABELS,
+            )?,
+            counter_read_duration: histogram(
+                "palisade_counter_read_duration_seconds",
+                "Time to read the kernel's rule counters (one iptables-save -c per family).",
+            )?,
+            counter_read_errors: IntCounter::new(
+                "palisade_counter_read_errors_total",
+                "Reads of the kernel's rule counters that failed.",
+            )?,
             ready: AtomicBool::new(false),
             registry,
         };
@@ -137,11 +182,67 @@ impl Metrics {
             Box::new(self.kernel_reads.clone()),
             Box::new(self.syncs_without_changes.clone()),
             Box::new(self.last_successful_sync.clone()),
+            Box::new(self.policy_rule_packets.clone()),
+            Box::new(self.policy_rule_bytes.clone()),
+            Box::new(self.denied_packets.clone()),
+            Box::new(self.counter_read_duration.clone()),
+            Box::new(self.counter_read_errors.clone()),
         ];
         for collector in collectors {
             self.registry.register(collector)?;
         }
         Ok(())
+    }
+
+    /// Adds what a counter read found to the exported counters, and ends the series of what
+    /// the node no longer counts.
+    pub fn record_counters(&self, update: &CounterUpdate) {
+        for (counted, packets, bytes) in &update.added {
+            match counter_labels(counted) {
+                CounterLabels::PolicyRule(labels) => {
+                    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                    self.policy_rule_packets
+                        .with_label_values(&labels)
+                        .inc_by(*packets);
+                    self.policy_rule_bytes
+                        .with_label_values(&labels)
+                        .inc_by(*bytes);
+                }
+                CounterLabels::Denied(labels) => {
+                    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                    self.denied_packets
+                        .with_label_values(&labels)
+                        .inc_by(*packets);
+                }
+            }
+        }
+        for counted in &update.ended {
+            // A series that never counted anything was never created; nothing to remove then.
+            match counter_labels(counted) {
+                CounterLabels::PolicyRule(labels) => {
+                    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                    let _ = self.policy_rule_packets.remove_label_values(&labels);
+                    let _ = self.policy_rule_bytes.remove_label_values(&labels);
+                }
+                CounterLabels::Denied(labels) => {
+                    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                    let _ = self.denied_packets.remove_label_values(&labels);
+                }
+            }
+        }
+    }
+
+    /// The kernel is known to match the desired state now: after an apply, a sync that had
+    /// nothing to write, or a refresh that found no drift. A quiet cluster stays fresh for the
+    /// staleness alert.
+    pub fn mark_in_sync(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.last_successful_sync
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
+        self.set_ready(true);
     }
 
     /// Ready once an apply has succeeded, and not while the last one failed.
@@ -159,6 +260,29 @@ impl Metrics {
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+enum CounterLabels {
+    PolicyRule([String; 6]),
+    Denied([String; 3]),
+}
+
+fn counter_labels(counted: &Counted) -> CounterLabels {
+    match counted {
+        Counted::PolicyRule(rule) => CounterLabels::PolicyRule([
+            rule.tier.clone(),
+            rule.namespace.clone(),
+            rule.policy.clone(),
+            rule.direction.to_string(),
+            rule.rule.to_string(),
+            rule.action.as_str().to_ascii_lowercase(),
+        ]),
+        Counted::DefaultDeny { pod, direction } => CounterLabels::Denied([
+            pod.namespace.to_string(),
+            pod.name.to_string(),
+            direction.to_string(),
+        ]),
     }
 }
 

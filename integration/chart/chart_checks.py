@@ -56,6 +56,11 @@ AGENT_METRICS = {
     "palisade_watch_events_total": "counter",
     "palisade_drift_repairs_total": "counter",
     "palisade_last_successful_sync_timestamp_seconds": "gauge",
+    "palisade_policy_rule_packets_total": "counter",
+    "palisade_policy_rule_bytes_total": "counter",
+    "palisade_denied_packets_total": "counter",
+    "palisade_counter_read_duration_seconds": "histogram",
+    "palisade_counter_read_errors_total": "counter",
 }
 
 # What each rendering profile was rendered with (test-chart.sh passes the

@@ -30,6 +30,8 @@ pub struct Agent {
     refresh_interval: String,
     /// `--debounce`; the tests that time enforcement use the agent's default.
     pub debounce: String,
+    /// More flags, after the ones every test passes.
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     /// How often the agent was started.
     pub starts: u32,
@@ -52,6 +54,7 @@ impl Agent {
             source,
             refresh_interval: refresh_interval.to_string(),
             debounce: "100ms".to_string(),
+            extra_args: Vec::new(),
             child: None,
             starts: 0,
         }
@@ -76,6 +79,7 @@ impl Agent {
             .args(["--refresh-interval", &self.refresh_interval])
             .args(["--debounce", &self.debounce])
             .args(["--backend", "nft"])
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .env_remove("NODE_NAME")
             .stdin(Stdio::null())

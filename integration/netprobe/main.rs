@@ -10,6 +10,9 @@
 //! - `unreachable`: an ICMP host/network unreachable came back;
 //! - `stalled`: TCP connected but no banner arrived;
 //! - `error`: anything else (the detail says what).
+//!
+//! `send` fires UDP datagrams at one target from one socket and waits for nothing, for tests
+//! that count packets (rule counters, flow logs, floods).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const USAGE: &str = "usage:
   palisade-netprobe serve [--name NAME] [--tcp PORT,...] [--udp PORT,...] [--exit-on-stdin-eof]
   palisade-netprobe probe [--timeout-ms MS] [--udp-source-port-base PORT] TARGET...
+  palisade-netprobe send --count N [--interval-us US] udp:IP:PORT
 TARGET is tcp:IP:PORT or udp:IP:PORT, IPv6 addresses in brackets (tcp:[fd50::1]:80).
 `serve` prints `ready` on stdout once every port listens.";
 
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
         Some("probe") => probe(&args[1..]),
+        Some("send") => send(&args[1..]),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -194,6 +199,52 @@ fn parse_target(text: &str) -> Result<Target, String> {
         protocol,
         address,
     })
+}
+
+/// Sends `--count` datagrams to one UDP target, `--interval-us` apart (default: back to back).
+fn send(args: &[String]) -> Result<(), String> {
+    let mut count: Option<u64> = None;
+    let mut interval = Duration::ZERO;
+    let mut target: Option<Target> = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--count" => {
+                count = Some(
+                    flag_value(&mut args, "--count")?
+                        .parse()
+                        .map_err(|e| format!("bad --count: {e}"))?,
+                )
+            }
+            "--interval-us" => {
+                let us: u64 = flag_value(&mut args, "--interval-us")?
+                    .parse()
+                    .map_err(|e| format!("bad --interval-us: {e}"))?;
+                interval = Duration::from_micros(us);
+            }
+            text => target = Some(parse_target(text)?),
+        }
+    }
+    let count = count.ok_or_else(|| format!("send needs --count\n{USAGE}"))?;
+    let target = target.ok_or_else(|| format!("send needs a target\n{USAGE}"))?;
+    if !matches!(target.protocol, Protocol::Udp) {
+        return Err(format!("send speaks UDP only: {}", target.text));
+    }
+    let local: SocketAddr = match target.address {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(local).map_err(|e| format!("bind: {e}"))?;
+    for i in 0..count {
+        socket
+            .send_to(format!("palisade {i}\n").as_bytes(), target.address)
+            .map_err(|e| format!("send {i} to {}: {e}", target.text))?;
+        if !interval.is_zero() {
+            thread::sleep(interval);
+        }
+    }
+    println!("sent {count}");
+    Ok(())
 }
 
 struct Outcome {

@@ -9,6 +9,7 @@
 //! removes rules a previous run left in place.
 
 pub mod files;
+pub mod kernel_reader;
 pub mod source;
 mod sync;
 
@@ -31,8 +32,10 @@ pub struct AgentConfig {
     /// The quiet time after a sync: the first change after it is synced at once, changes
     /// within it are gathered into one sync at its end.
     pub debounce: Duration,
-    /// How often to compare the kernel with the desired state and repair drift.
+    /// How often to compare the kernel with what was written and repair drift.
     pub refresh_interval: Duration,
+    /// How often to read the kernel's rule counters for the metrics; zero: never.
+    pub counters_interval: Duration,
     /// Marks, deny action and logging of the compiled rules.
     pub compiler: CompilerConfig,
     /// The kinds the source serves: nothing is applied until each has been listed once.
@@ -51,6 +54,7 @@ impl AgentConfig {
             // Bounds a change's wait under steady churn to this plus one sync, inside 100 ms.
             debounce: Duration::from_millis(50),
             refresh_interval: Duration::from_secs(60),
+            counters_interval: Duration::from_secs(10),
             compiler: CompilerConfig::default(),
             kinds: Kind::KUBERNETES.to_vec(),
             retry_min: Duration::from_millis(500),
@@ -63,21 +67,40 @@ impl AgentConfig {
 pub enum AgentMessage {
     /// Boxed: listings are large, and most messages are single objects.
     Source(Box<SourceEvent>),
+    /// The refresh found the kernel changed behind Palisade's back: repair it now.
+    Drift(crate::dataplane::Drift),
     /// Stop; leave the rules in place unless `cleanup_on_exit`.
     Shutdown,
 }
 
-/// Starts the core on its own thread. Send it events; it stops on `Shutdown` or when every
-/// sender is gone.
+/// Starts the core on its own thread, and the kernel reader (refresh and rule counters) on
+/// another. Send the core events; it stops on `Shutdown` or when every sender is gone, and
+/// the reader stops with it.
 pub fn spawn(
     config: AgentConfig,
     dataplane: Arc<Dataplane>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(Sender<AgentMessage>, std::thread::JoinHandle<()>)> {
     let (sender, receiver) = std::sync::mpsc::channel();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = kernel_reader::KernelReader {
+        dataplane: Arc::clone(&dataplane),
+        metrics: Arc::clone(&metrics),
+        refresh_interval: config.refresh_interval,
+        counters_interval: config.counters_interval,
+        sync: sender.clone(),
+        stop: Arc::clone(&stop),
+    };
+    let core_stop = Arc::clone(&stop);
     let handle = std::thread::Builder::new()
         .name("palisade-sync".into())
-        .spawn(move || Agent::new(config, dataplane, metrics).run(receiver))?;
+        .spawn(move || {
+            Agent::new(config, dataplane, metrics).run(receiver);
+            core_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        })?;
+    std::thread::Builder::new()
+        .name("palisade-kernel-reader".into())
+        .spawn(move || reader.run())?;
     Ok((sender, handle))
 }
 
@@ -99,12 +122,10 @@ pub struct Agent {
     full_resync: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
-    next_refresh: Instant,
 }
 
 impl Agent {
     pub fn new(config: AgentConfig, dataplane: Arc<Dataplane>, metrics: Arc<Metrics>) -> Self {
-        let next_refresh = Instant::now() + config.refresh_interval;
         let backoff = config.retry_min;
         Self {
             config,
@@ -120,7 +141,6 @@ impl Agent {
             full_resync: false,
             retry_at: None,
             backoff,
-            next_refresh,
         }
     }
 
@@ -133,6 +153,7 @@ impl Agent {
                 .saturating_duration_since(Instant::now());
             match receiver.recv_timeout(timeout) {
                 Ok(AgentMessage::Source(event)) => self.ingest(*event),
+                Ok(AgentMessage::Drift(drift)) => self.repair(drift),
                 Ok(AgentMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -140,6 +161,7 @@ impl Agent {
             loop {
                 match receiver.try_recv() {
                     Ok(AgentMessage::Source(event)) => self.ingest(*event),
+                    Ok(AgentMessage::Drift(drift)) => self.repair(drift),
                     Ok(AgentMessage::Shutdown) | Err(TryRecvError::Disconnected) => break 'run,
                     Err(TryRecvError::Empty) => break,
                 }
@@ -155,7 +177,7 @@ impl Agent {
 
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
-        let mut deadline = far.min(self.next_refresh);
+        let mut deadline = far;
         if let Some(retry) = self.retry_at {
             deadline = deadline.min(retry);
         } else if self.dirty_since.is_some() {
@@ -184,12 +206,6 @@ impl Agent {
         };
         if sync_due {
             self.sync();
-        }
-        if Instant::now() >= self.next_refresh {
-            self.next_refresh = Instant::now() + self.config.refresh_interval;
-            if self.retry_at.is_none() && self.compiler.is_some() {
-                self.refresh();
-            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! Compiling and applying: the sync, the periodic refresh, and what they report.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::{gauge, Agent};
 use crate::compiler::NodeCompiler;
@@ -135,14 +135,7 @@ impl Agent {
     /// nothing to write, or a refresh that found no drift. A quiet cluster stays fresh for the
     /// staleness alert.
     fn mark_in_sync(&self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.metrics
-            .last_successful_sync
-            .set(i64::try_from(now).unwrap_or(i64::MAX));
-        self.metrics.set_ready(true);
+        self.metrics.mark_in_sync();
     }
 
     fn record_failure(&mut self, error: &DataplaneError) {
@@ -169,38 +162,33 @@ impl Agent {
         self.backoff = (self.backoff * 2).min(self.config.retry_max);
     }
 
-    /// Compares the kernel with the desired state and repairs what someone else changed.
+    /// A refresh now, on this thread: what the kernel reader does in the running agent.
+    #[cfg(test)]
     pub(super) fn refresh(&mut self) {
-        let Some(compiler) = &self.compiler else {
-            return;
-        };
-        match self.dataplane.verify(compiler.state()) {
-            Ok(drift) if drift.is_empty() => {
-                tracing::debug!("refresh: the kernel matches");
-                self.mark_in_sync();
-            }
-            Ok(drift) => {
-                for (family, chain) in &drift.chains {
-                    tracing::warn!(%family, chain, "drift: chain changed outside Palisade");
-                }
-                for (family, set) in &drift.sets {
-                    tracing::warn!(%family, set, "drift: ipset changed outside Palisade");
-                }
-                for family in &drift.hooks {
-                    tracing::warn!(%family, "drift: FORWARD hook missing");
-                }
-                self.metrics.drift_repairs.inc_by(drift.len() as u64);
-                self.dirty_since.get_or_insert_with(Instant::now);
-                self.sync();
-            }
-            Err(error) => {
-                self.metrics
-                    .sync_errors
-                    .with_label_values(&["refresh"])
-                    .inc();
-                tracing::error!(%error, "refresh could not read the kernel");
-            }
+        if let Some(drift) = super::kernel_reader::refresh(&self.dataplane, &self.metrics) {
+            self.repair(drift);
         }
+    }
+
+    /// Repairs what the refresh found changed behind Palisade's back. The dataplane has
+    /// dropped its memory of the last write, so this apply reads the kernel first.
+    pub(super) fn repair(&mut self, drift: crate::dataplane::Drift) {
+        for (family, chain) in &drift.chains {
+            tracing::warn!(%family, chain, "drift: chain changed outside Palisade");
+        }
+        for (family, set) in &drift.sets {
+            tracing::warn!(%family, set, "drift: ipset changed outside Palisade");
+        }
+        for family in &drift.hooks {
+            tracing::warn!(%family, "drift: FORWARD hook missing");
+        }
+        self.metrics.drift_repairs.inc_by(drift.len() as u64);
+        if self.compiler.is_none() || self.retry_at.is_some() {
+            // Nothing compiled yet, or a retry is due anyway: it reads the kernel too.
+            return;
+        }
+        self.dirty_since.get_or_insert_with(Instant::now);
+        self.sync();
     }
 }
 

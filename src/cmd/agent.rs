@@ -59,11 +59,13 @@ async fn run(args: AgentArgs) -> ExitCode {
     let mut config = AgentConfig::new(args.node.clone());
     config.debounce = args.debounce;
     config.refresh_interval = args.refresh_interval;
+    config.counters_interval = args.counters_interval;
     config.compiler = compiler;
     config.cleanup_on_exit = args.cleanup_on_exit;
 
     let server = tokio::spawn(metrics::serve(Arc::clone(&metrics), args.metrics_addr));
     let stop_files = Arc::new(AtomicBool::new(false));
+
     let (sender, core) = match args.manifests {
         Some(paths) => {
             config.kinds = agent::Kind::ALL.to_vec();

@@ -7,7 +7,9 @@
 //! the tier; a tier whose default action is Deny drops what reaches its end without the pass
 //! mark. What leaves the last tier is allowed, as Calico's namespace profile allows it.
 
-use super::desired::{Action, CtState, Match, Rule};
+use std::sync::Arc;
+
+use super::desired::{Action, Counted, CtState, Match, Rule};
 use super::naming;
 use super::{CompilerConfig, DenyAction};
 use crate::model::{Direction, ObjectKey, PolicyId, Tier, TierAction};
@@ -52,6 +54,10 @@ pub fn pod_chain(
             format!("{pod} {direction}: clear verdict"),
         ),
     ];
+    let default_deny = Arc::new(Counted::DefaultDeny {
+        pod: pod.clone(),
+        direction,
+    });
     let mut pass_may_be_set = false;
     for step in tiers {
         let name = &step.tier.name;
@@ -98,11 +104,14 @@ pub fn pod_chain(
                 DenyAction::Drop => Action::Drop,
                 DenyAction::Reject => Action::Reject,
             };
-            rules.push(Rule::new(
-                not_passed(),
-                action,
-                format!("{pod} {direction}: end of tier {name}: no policy allowed it"),
-            ));
+            rules.push(
+                Rule::new(
+                    not_passed(),
+                    action,
+                    format!("{pod} {direction}: end of tier {name}: no policy allowed it"),
+                )
+                .counting(&default_deny),
+            );
         }
         pass_may_be_set |= tier_can_pass;
     }

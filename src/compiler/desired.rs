@@ -3,10 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
-use crate::model::{Family, IpProtocol, Protocol};
+use crate::model::{Direction, Family, IpProtocol, ObjectKey, Protocol};
 
 /// Everything one node must hold, per IP family.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -158,6 +159,33 @@ pub struct Rule {
     pub action: Action,
     /// Where the rule came from, e.g. `ns/name ingress[0]`.
     pub comment: String,
+    /// What the kernel's packet and byte counters of this rule are exported as, for the rules
+    /// that decide (or log) a packet; not part of the rendered text.
+    pub counted: Option<Arc<Counted>>,
+}
+
+/// The meaning of a rule's kernel counters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Counted {
+    /// The packets one rule of a policy matched: allowed, denied, passed or logged.
+    PolicyRule(PolicyRuleCount),
+    /// The packets a local pod's chain dropped at the end of a tier: no policy allowed them.
+    DefaultDeny {
+        pod: ObjectKey,
+        direction: Direction,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyRuleCount {
+    pub tier: String,
+    /// Empty for a GlobalNetworkPolicy.
+    pub namespace: String,
+    pub policy: String,
+    pub direction: Direction,
+    /// The index of the rule as the policy's author wrote it.
+    pub rule: usize,
+    pub action: crate::model::Action,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -323,7 +351,14 @@ impl Rule {
             matches,
             action,
             comment: comment.into(),
+            counted: None,
         }
+    }
+
+    /// The same rule, its counters exported as `counted`.
+    pub fn counting(mut self, counted: &Arc<Counted>) -> Self {
+        self.counted = Some(Arc::clone(counted));
+        self
     }
 
     /// Chains this rule jumps to.

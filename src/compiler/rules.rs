@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use super::desired::{Action as Target, Match, PortSide, Rule as Line, SetDims};
+use super::desired::{
+    Action as Target, Counted, Match, PolicyRuleCount, PortSide, Rule as Line, SetDims,
+};
 use super::sets::{nomatch_fits, SetKey, SetRef};
 use super::{CompilerConfig, DenyAction};
 use crate::model::{Action, Direction, Entity, Family, Policy, PolicyKind, Port, Rule};
@@ -378,6 +380,14 @@ pub fn policy_chain(
             continue;
         }
         let origin = format!("{base} {direction}[{}]", rule.origin);
+        let counted = Arc::new(Counted::PolicyRule(PolicyRuleCount {
+            tier: policy.tier.clone(),
+            namespace: policy.id.namespace.clone(),
+            policy: policy.id.name.clone(),
+            direction,
+            rule: rule.origin,
+            action: rule.action,
+        }));
         if let Some((action, from, _)) = &pending_return {
             if *action != rule.action || *from != rule.origin {
                 flush(&mut lines, &mut pending_return);
@@ -392,14 +402,17 @@ pub fn policy_chain(
                     marks.pass
                 };
                 for matches in alternatives {
-                    lines.push(Line::new(
-                        matches,
-                        Target::SetMark {
-                            value: mark,
-                            mask: mark,
-                        },
-                        origin.clone(),
-                    ));
+                    lines.push(
+                        Line::new(
+                            matches,
+                            Target::SetMark {
+                                value: mark,
+                                mask: mark,
+                            },
+                            origin.clone(),
+                        )
+                        .counting(&counted),
+                    );
                 }
                 pending_return = Some((rule.action, rule.origin, origin));
             }
@@ -409,11 +422,10 @@ pub fn policy_chain(
                     DenyAction::Reject => Target::Reject,
                 };
                 for matches in alternatives {
-                    lines.push(Line::new(
-                        matches,
-                        target.clone(),
-                        format!("{origin} denied"),
-                    ));
+                    lines.push(
+                        Line::new(matches, target.clone(), format!("{origin} denied"))
+                            .counting(&counted),
+                    );
                 }
             }
             Action::Log => {
@@ -425,13 +437,16 @@ pub fn policy_chain(
                             burst: config.log.burst.max(1),
                         });
                     }
-                    lines.push(Line::new(
-                        matches,
-                        Target::Log {
-                            prefix: prefix.clone(),
-                        },
-                        format!("{origin} logged"),
-                    ));
+                    lines.push(
+                        Line::new(
+                            matches,
+                            Target::Log {
+                                prefix: prefix.clone(),
+                            },
+                            format!("{origin} logged"),
+                        )
+                        .counting(&counted),
+                    );
                 }
             }
         }

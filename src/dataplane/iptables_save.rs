@@ -54,6 +54,8 @@ pub struct KernelRule {
     pub hash: Option<String>,
     /// Sets named in `--match-set`: a set cannot be destroyed or replaced while a rule uses it.
     pub sets: Vec<String>,
+    /// Packets and bytes, when saved with `-c`.
+    pub counters: Option<Counters>,
 }
 
 /// Parses `iptables-save` output; only the filter table is read, and only owned chains and
@@ -78,7 +80,7 @@ pub fn parse_filter_save(text: &str) -> FilterSnapshot {
             }
             continue;
         }
-        let Some((chain, spec)) = parse_append(line) else {
+        let Some((counters, chain, spec)) = parse_append(line) else {
             continue;
         };
         if chain == "FORWARD" {
@@ -86,7 +88,8 @@ pub fn parse_filter_save(text: &str) -> FilterSnapshot {
                 snapshot.hooks.push(spec.to_string());
             }
         } else if is_owned_chain(chain) {
-            let rule = parse_rule(spec);
+            let mut rule = parse_rule(spec);
+            rule.counters = counters;
             snapshot
                 .chains
                 .entry(chain.to_string())
@@ -98,17 +101,25 @@ pub fn parse_filter_save(text: &str) -> FilterSnapshot {
     snapshot
 }
 
-/// Splits `[pkts:bytes] -A CHAIN spec` into the chain and the rest.
-fn parse_append(line: &str) -> Option<(&str, &str)> {
+/// Packets and bytes.
+type Counters = (u64, u64);
+
+/// Splits `[pkts:bytes] -A CHAIN spec` into the counters (printed when saving with `-c`), the
+/// chain and the rest.
+fn parse_append(line: &str) -> Option<(Option<Counters>, &str, &str)> {
     let mut rest = line.trim_start();
-    if rest.starts_with('[') {
-        // Counters, printed when saving with -c.
-        rest = rest.split_once(']')?.1.trim_start();
+    let mut counters = None;
+    if let Some(bracketed) = rest.strip_prefix('[') {
+        let (inside, after) = bracketed.split_once(']')?;
+        counters = inside
+            .split_once(':')
+            .and_then(|(p, b)| Some((p.parse().ok()?, b.parse().ok()?)));
+        rest = after.trim_start();
     }
     let rest = rest.strip_prefix("-A ")?.trim_start();
     match rest.split_once(char::is_whitespace) {
-        Some((chain, spec)) => Some((chain, spec.trim())),
-        None => Some((rest, "")),
+        Some((chain, spec)) => Some((counters, chain, spec.trim())),
+        None => Some((counters, rest, "")),
     }
 }
 
@@ -225,7 +236,7 @@ COMMIT
 :PAL-TO-1 - [0:0]
 [3:180] -A FORWARD -m comment --comment "palisade: policy enforcement" -j PAL-FORWARD
 [3:180] -A PAL-FORWARD -d 10.1.0.5/32 -m comment --comment "pal:1111111111111111 pod" -j PAL-TO-1
-[0:0] -A PAL-TO-1 -m set --match-set pal4-p-2 src -m comment --comment "pal:2222222222222222 ns/p ingress[0]" -j ACCEPT
+[18446744073709551615:7] -A PAL-TO-1 -m set --match-set pal4-p-2 src -m comment --comment "pal:2222222222222222 ns/p ingress[0]" -j ACCEPT
 [0:0] -A PAL-TO-1 -m comment --comment "pal:33333333333333" -j DROP
 COMMIT
 "#;
@@ -284,6 +295,21 @@ COMMIT
         );
         assert_eq!(snapshot.chains["PAL-TO-1"].rules[0].sets, ["pal4-p-2"]);
         assert!(snapshot.chains["PAL-TO-1"].references_set("pal4-p-2"));
+        assert_eq!(
+            snapshot.chains["PAL-FORWARD"].rules[0].counters,
+            Some((3, 180))
+        );
+        assert_eq!(
+            snapshot.chains["PAL-TO-1"].rules[0].counters,
+            Some((u64::MAX, 7)),
+            "counters are 64-bit"
+        );
+        assert_eq!(snapshot.chains["PAL-TO-1"].rules[1].counters, Some((0, 0)));
+        assert_eq!(
+            parse_filter_save(LEGACY).chains["PAL-A"].rules[0].counters,
+            None,
+            "saved without -c"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod apply;
 pub mod backend;
 mod cleanup;
+mod counters;
 mod error;
 pub mod exec;
 mod ipset_save;
@@ -27,6 +28,7 @@ mod memory_tests;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::compiler::desired::DesiredState;
@@ -34,6 +36,7 @@ use crate::compiler::desired::DesiredState;
 pub use apply::{ApplyOptions, ApplyReport, Restore};
 pub use backend::{detect_backend, resolve_backend, Backend, BackendChoice, BackendReason};
 pub use cleanup::CleanupReport;
+pub use counters::{CounterReading, CounterSnapshot};
 pub use error::DataplaneError;
 pub use exec::{CommandOutput, CommandRunner, NetnsRunner, SystemRunner};
 pub use plan::FamilyStats;
@@ -50,6 +53,9 @@ pub struct Dataplane {
     /// serializes writers: two applies at once (an event-driven one and the periodic refresh)
     /// would each write a diff computed before the other's writes.
     written: Mutex<Option<DesiredState>>,
+    /// Counts the times a writer held the lock, so a reader that reads the kernel between
+    /// two looks at `written` knows whether anything was written in between.
+    generation: AtomicU64,
 }
 
 impl Dataplane {
@@ -60,6 +66,7 @@ impl Dataplane {
             runner,
             backend,
             written: Mutex::new(None),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -69,12 +76,24 @@ impl Dataplane {
 
     /// Whether the next apply plans from memory, without reading the kernel.
     pub fn remembers(&self) -> bool {
-        self.serialize().is_some()
+        self.peek().is_some()
     }
 
+    /// The lock of everything that writes to the kernel or to `written`.
     fn serialize(&self) -> MutexGuard<'_, Option<DesiredState>> {
+        let guard = self.peek();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// The lock, for looking only.
+    fn peek(&self) -> MutexGuard<'_, Option<DesiredState>> {
         self.written
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::compiler::desired::{DesiredState, FamilyState};
+use crate::compiler::desired::DesiredState;
 use crate::compiler::naming::set_prefix;
 use crate::model::Family;
 
@@ -18,6 +18,13 @@ use super::validate::validate_family;
 /// it is not written to at all (a node without IPv6 never runs `ip6tables-restore`).
 pub(crate) type FamilyPlans = Vec<(Family, Option<FamilyPlan>)>;
 
+/// What the kernel holds of Palisade's in one family.
+pub(crate) struct KernelFamily {
+    family: Family,
+    sets: BTreeMap<String, KernelSet>,
+    filter: FilterSnapshot,
+}
+
 /// Validates `desired`, reads the kernel (one `ipset save`, one `*-save -t filter` per
 /// family) and plans both families.
 pub(crate) fn plan_both_families(
@@ -28,17 +35,43 @@ pub(crate) fn plan_both_families(
     for family in Family::ALL {
         validate_family(family, desired.family(family))?;
     }
+    let wanted = Family::ALL.map(|family| !desired.family(family).is_empty());
+    let kernel = read_kernel(runner, backend, wanted)?;
+    Ok(plan_against(&kernel, desired))
+}
+
+/// Reads both families. `wanted[i]`: something is desired in `Family::ALL[i]`, so an
+/// unreadable filter table there is an error rather than an empty one.
+pub(crate) fn read_kernel(
+    runner: &dyn CommandRunner,
+    backend: Backend,
+    wanted: [bool; 2],
+) -> Result<Vec<KernelFamily>, DataplaneError> {
     let all_sets = read_owned_sets(runner)?;
-    let mut plans = Vec::with_capacity(2);
-    for family in Family::ALL {
-        let wanted = desired.family(family);
-        let sets = sets_of_family(&all_sets, family);
-        let filter = read_filter(runner, backend, family, wanted)?;
-        let untouched = wanted.is_empty() && sets.is_empty() && !filter.owns_anything();
-        let plan = (!untouched).then(|| plan_family(family, wanted, &filter, &sets));
-        plans.push((family, plan));
+    let mut out = Vec::with_capacity(2);
+    for (family, wanted) in Family::ALL.into_iter().zip(wanted) {
+        out.push(KernelFamily {
+            family,
+            sets: sets_of_family(&all_sets, family),
+            filter: read_filter(runner, backend, family, wanted)?,
+        });
     }
-    Ok(plans)
+    Ok(out)
+}
+
+/// Plans each family of `desired` against what was read of it.
+pub(crate) fn plan_against(kernel: &[KernelFamily], desired: &DesiredState) -> FamilyPlans {
+    kernel
+        .iter()
+        .map(|read| {
+            let wanted = desired.family(read.family);
+            let untouched =
+                wanted.is_empty() && read.sets.is_empty() && !read.filter.owns_anything();
+            let plan =
+                (!untouched).then(|| plan_family(read.family, wanted, &read.filter, &read.sets));
+            (read.family, plan)
+        })
+        .collect()
 }
 
 fn read_owned_sets(
@@ -65,12 +98,12 @@ fn read_filter(
     runner: &dyn CommandRunner,
     backend: Backend,
     family: Family,
-    wanted: &FamilyState,
+    wanted: bool,
 ) -> Result<FilterSnapshot, DataplaneError> {
     let program = backend.save_binary(family);
     match runner.run(program, &["-t".to_string(), "filter".to_string()], None) {
         Ok(output) => Ok(parse_filter_save(&output.stdout)),
-        Err(error) if wanted.is_empty() => {
+        Err(error) if !wanted => {
             tracing::debug!(%family, program, %error, "filter table unreadable; nothing desired there");
             Ok(FilterSnapshot::default())
         }
