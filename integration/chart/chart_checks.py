@@ -70,20 +70,20 @@ PROFILES = {
     "default": dict(
         optional=False, cleanup=False, refresh="60s", refresh_seconds=180,
         args=["agent", "--metrics-addr=0.0.0.0:9617", "--refresh-interval=60s",
-              "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text"],
+              "--counters-interval=10s", "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text"],
         rust_log="info", grace=30, port=9617, calico=True),
     # serviceMonitor, prometheusRule, dashboards and cleanupOnUninstall on
     "all": dict(
         optional=True, cleanup=True, refresh="60s", refresh_seconds=180,
         args=["agent", "--metrics-addr=0.0.0.0:9617", "--refresh-interval=60s",
-              "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text",
+              "--counters-interval=10s", "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text",
               "--cleanup-on-exit"],
         rust_log="info", grace=60, port=9617, calico=True),
     # every optional feature plus non-default agent settings
     "custom": dict(
         optional=True, cleanup=False, refresh="90s", refresh_seconds=270,
         args=["agent", "--metrics-addr=[::]:9700", "--refresh-interval=90s",
-              "--debounce=250ms", "--backend=nft", "--calico-api=off", "--log-format=json",
+              "--counters-interval=30s", "--debounce=250ms", "--backend=nft", "--calico-api=off", "--log-format=json",
               "--accept-mark=0x400000"],
         rust_log="palisade=debug", grace=45, port=9700, calico=False),
 }

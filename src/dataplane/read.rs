@@ -41,19 +41,32 @@ pub(crate) fn plan_both_families(
 }
 
 /// Reads both families. `wanted[i]`: something is desired in `Family::ALL[i]`, so an
-/// unreadable filter table there is an error rather than an empty one.
+/// unreadable filter table there is an error rather than an empty one. The three reads run
+/// at once: they are independent, and each is mostly the time to start a tool.
 pub(crate) fn read_kernel(
     runner: &dyn CommandRunner,
     backend: Backend,
     wanted: [bool; 2],
 ) -> Result<Vec<KernelFamily>, DataplaneError> {
-    let all_sets = read_owned_sets(runner)?;
+    let [v4, v6] = Family::ALL;
+    let (all_sets, filters) = std::thread::scope(|scope| {
+        let v6_filter = scope.spawn(|| read_filter(runner, backend, v6, wanted[1]));
+        let v4_filter = scope.spawn(|| read_filter(runner, backend, v4, wanted[0]));
+        let all_sets = read_owned_sets(runner);
+        let joined = |handle: std::thread::ScopedJoinHandle<'_, _>| {
+            handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        (all_sets, [joined(v4_filter), joined(v6_filter)])
+    });
+    let all_sets = all_sets?;
     let mut out = Vec::with_capacity(2);
-    for (family, wanted) in Family::ALL.into_iter().zip(wanted) {
+    for (family, filter) in Family::ALL.into_iter().zip(filters) {
         out.push(KernelFamily {
             family,
             sets: sets_of_family(&all_sets, family),
-            filter: read_filter(runner, backend, family, wanted)?,
+            filter: filter?,
         });
     }
     Ok(out)

@@ -122,6 +122,7 @@ Arguments of the agent container.
 - agent
 - --metrics-addr={{ include "palisade.metricsAddr" . }}
 - --refresh-interval={{ .Values.refreshInterval }}
+- --counters-interval={{ .Values.countersInterval }}
 - --debounce={{ .Values.debounce }}
 - --backend={{ .Values.backend }}
 - --calico-api={{ .Values.calicoApi }}
