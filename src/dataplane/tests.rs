@@ -277,7 +277,11 @@ fn identical_reapply_makes_no_restore_call() {
         .collect();
     // The three reads run at once, in no fixed order.
     programs.sort();
-    let mut reads = vec!["ipset".to_string(), SAVE_V4.to_string(), SAVE_V6.to_string()];
+    let mut reads = vec![
+        "ipset".to_string(),
+        SAVE_V4.to_string(),
+        SAVE_V6.to_string(),
+    ];
     reads.sort();
     assert_eq!(programs, reads, "only the three reads");
 }
