@@ -1564,12 +1564,8 @@ fn manifest_test_body(run: &RunDir) -> Result<Vec<(String, FlipTiming)>> {
         pod_spec("client", "b", 2, &[("role", "backend")], &[80], &[], &[]),
         pod_spec("client", "c", 1, &[("role", "backend")], &[80], &[], &[]),
     ])?;
-    let manifests = run.path.join("manifests");
-    let staging = run.path.join("staging");
-    std::fs::create_dir_all(&manifests)?;
-    std::fs::create_dir_all(&staging)?;
-    let write =
-        |file: &str, object: &Value| kube::write_atomically(&manifests, &staging, file, object);
+    let manifests = kube::ManifestDir::new(&run.path)?;
+    let write = |file: &str, object: &Value| manifests.write(file, object);
     write(
         "10-namespace-web.yaml",
         &kube::namespace("web", &[("team", "web")]),
@@ -1578,12 +1574,7 @@ fn manifest_test_body(run: &RunDir) -> Result<Vec<(String, FlipTiming)>> {
         "10-namespace-client.yaml",
         &kube::namespace("client", &[("team", "client")]),
     )?;
-    for pod in cluster.pods.values() {
-        write(
-            &format!("20-pod-{}-{}.yaml", pod.spec.namespace, pod.spec.name),
-            &kube::pod_with_status(pod),
-        )?;
-    }
+    manifests.write_pods(&cluster)?;
     let mut agents: Vec<Agent> = cluster
         .nodes
         .iter()
@@ -1592,7 +1583,7 @@ fn manifest_test_body(run: &RunDir) -> Result<Vec<(String, FlipTiming)>> {
                 &cluster.binaries.palisade,
                 &node.name,
                 &node.netns,
-                AgentSource::Manifests(manifests.clone()),
+                AgentSource::Manifests(manifests.path.clone()),
                 &run.path,
                 "2s",
             )
@@ -1673,7 +1664,7 @@ fn manifest_test_body(run: &RunDir) -> Result<Vec<(String, FlipTiming)>> {
         write("20-pod-client-b.yaml", &b_object)
     })?;
     timed("manifests: policy file removed", &a_and_b, &open, &|| {
-        std::fs::remove_file(manifests.join(policy_file))
+        std::fs::remove_file(manifests.path.join(policy_file))
             .with_context(|| format!("removing {policy_file}"))
     })?;
     for agent in &mut agents {

@@ -177,26 +177,17 @@ fn body(run: &RunDir) -> Result<()> {
         pod_spec("web", "a", 1, &[("role", "frontend")], &[80], &[], &[]),
         pod_spec("web", "b", 1, &[("role", "backend")], &[80], &[], &[]),
     ])?;
-    let manifests = run.path.join("manifests");
-    let staging = run.path.join("staging");
-    std::fs::create_dir_all(&manifests)?;
-    std::fs::create_dir_all(&staging)?;
-    let write =
-        |file: &str, object: &Value| kube::write_atomically(&manifests, &staging, file, object);
+    let manifests = kube::ManifestDir::new(&run.path)?;
+    let write = |file: &str, object: &Value| manifests.write(file, object);
     write("10-namespace-web.yaml", &kube::namespace("web", &[]))?;
-    for pod in cluster.pods.values() {
-        write(
-            &format!("20-pod-{}-{}.yaml", pod.spec.namespace, pod.spec.name),
-            &kube::pod_with_status(pod),
-        )?;
-    }
+    manifests.write_pods(&cluster)?;
     write("30-allow-a.yaml", &allow_a(&[]))?;
     let node = cluster.node(1)?;
     let mut agent = Agent::new(
         &cluster.binaries.palisade,
         &node.name,
         &node.netns,
-        AgentSource::Manifests(manifests.clone()),
+        AgentSource::Manifests(manifests.path.clone()),
         &run.path,
         "60s",
     );

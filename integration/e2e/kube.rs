@@ -90,3 +90,37 @@ pub fn write_atomically(dir: &Path, staging: &Path, file: &str, object: &Value) 
     std::fs::rename(&temporary, &target)
         .with_context(|| format!("moving {} into place", target.display()))
 }
+
+/// The directory an agent's `--manifests` source watches, written atomically.
+pub struct ManifestDir {
+    pub path: std::path::PathBuf,
+    staging: std::path::PathBuf,
+}
+
+impl ManifestDir {
+    /// `manifests/` (watched) and `staging/` under `run_dir`.
+    pub fn new(run_dir: &Path) -> Result<ManifestDir> {
+        let dir = ManifestDir {
+            path: run_dir.join("manifests"),
+            staging: run_dir.join("staging"),
+        };
+        std::fs::create_dir_all(&dir.path)?;
+        std::fs::create_dir_all(&dir.staging)?;
+        Ok(dir)
+    }
+
+    pub fn write(&self, file: &str, object: &Value) -> Result<()> {
+        write_atomically(&self.path, &self.staging, file, object)
+    }
+
+    /// Every pod of `cluster`, with its status, one file each.
+    pub fn write_pods(&self, cluster: &crate::harness::cluster::Cluster) -> Result<()> {
+        for pod in cluster.pods.values() {
+            self.write(
+                &format!("20-pod-{}-{}.yaml", pod.spec.namespace, pod.spec.name),
+                &pod_with_status(pod),
+            )?;
+        }
+        Ok(())
+    }
+}
