@@ -323,8 +323,15 @@ fn breakdown(index: &ClusterIndex) {
                     {
                         continue;
                     }
-                    let (chain, timing) =
-                        timed(|| rules::policy_chain(&policy, direction, *family, &config));
+                    let (chain, timing) = timed(|| {
+                        rules::policy_chain(
+                            &policy,
+                            direction,
+                            *family,
+                            palisade::model::DenialHandling::Deny,
+                            &config,
+                        )
+                    });
                     chain_time += timing.wall;
                     keys.extend(chain.sets.into_iter().map(|k| (SetKey::clone(&k), *family)));
                 }

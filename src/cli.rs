@@ -161,6 +161,23 @@ pub struct MarkArgs {
     /// Log lines a Log rule may write in a burst above its rate.
     #[arg(long, default_value_t = 20)]
     pub log_burst: u32,
+    /// What denials do in namespaces without a palisade.io/enforcement annotation: enforce
+    /// them, or audit (log and count what would be denied, and let it through).
+    #[arg(long, value_enum, default_value_t = EnforcementArg::Enforce)]
+    pub enforcement: EnforcementArg,
+    /// Send denied packets to the denied-flow log in namespaces without a
+    /// palisade.io/log-denied annotation.
+    #[arg(long)]
+    pub log_denied: bool,
+    /// The NFLOG group denied and audited packets go to (the agent reads it).
+    #[arg(long, default_value_t = palisade::compiler::DEFAULT_NFLOG_GROUP)]
+    pub nflog_group: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnforcementArg {
+    Enforce,
+    Audit,
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +252,14 @@ pub struct AgentArgs {
     /// metrics (one iptables-save -c per family); 0 turns the reads off.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub counters_interval: Duration,
+    /// The denied-flow log writes a flow (source, destination, protocol, port) once per this
+    /// window, then one line with how many packets it saw in the window.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub denied_log_window: Duration,
+    /// Lines per second the denied-flow log writes at most; what it leaves out is counted in
+    /// palisade_denied_flow_lines_suppressed_total.
+    #[arg(long, default_value_t = 50)]
+    pub denied_log_rate: u32,
     #[command(flatten)]
     pub marks: MarkArgs,
 }

@@ -98,6 +98,7 @@ mod tests {
         Arc::new(Counted::DefaultDeny {
             pod: ObjectKey::new("ns", pod),
             direction: Direction::Ingress,
+            enforcement: crate::model::Enforcement::Enforce,
         })
     }
 

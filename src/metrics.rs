@@ -56,10 +56,17 @@ pub struct Metrics {
 }
 
 /// The labels of a policy rule's counters.
-pub const POLICY_RULE_LABELS: [&str; 6] =
-    ["tier", "namespace", "policy", "direction", "rule", "action"];
+pub const POLICY_RULE_LABELS: [&str; 7] = [
+    "tier",
+    "namespace",
+    "policy",
+    "direction",
+    "rule",
+    "action",
+    "enforcement",
+];
 /// The labels of a pod's default-deny counter.
-pub const DENIED_LABELS: [&str; 3] = ["namespace", "pod", "direction"];
+pub const DENIED_LABELS: [&str; 4] = ["namespace", "pod", "direction", "enforcement"];
 
 impl Metrics {
     pub fn new() -> Result<Arc<Self>, MetricsError> {
@@ -128,7 +135,7 @@ impl Metrics {
             policy_rule_packets: IntCounterVec::new(
                 Opts::new(
                     "palisade_policy_rule_packets_total",
-                    "Packets a policy rule matched on this node (allowed, denied, passed or logged), from the kernel's rule counters. Established flows skip policy, so this counts each flow's packets until it is established: one for TCP, each one for unanswered UDP.",
+                    "Packets a policy rule matched on this node (allowed, denied, passed or logged), from the kernel's rule counters; a Deny rule of an audited namespace counts with enforcement=\"audit\" the packets it let through. Established flows skip policy, so this counts each flow's packets until it is established: one for TCP, each one for unanswered UDP.",
                 ),
                 &POLICY_RULE_LABELS,
             )?,
@@ -142,7 +149,7 @@ impl Metrics {
             denied_packets: IntCounterVec::new(
                 Opts::new(
                     "palisade_denied_packets_total",
-                    "Packets to or from a local pod dropped because no policy allowed them (the end of a tier), from the kernel's rule counters.",
+                    "Packets to or from a local pod dropped because no policy allowed them (the end of a tier), from the kernel's rule counters; enforcement=\"audit\" counts those an audited namespace let through instead.",
                 ),
                 &DENIED_LABELS,
             )?,
@@ -264,8 +271,8 @@ impl Metrics {
 }
 
 enum CounterLabels {
-    PolicyRule([String; 6]),
-    Denied([String; 3]),
+    PolicyRule([String; 7]),
+    Denied([String; 4]),
 }
 
 fn counter_labels(counted: &Counted) -> CounterLabels {
@@ -277,11 +284,17 @@ fn counter_labels(counted: &Counted) -> CounterLabels {
             rule.direction.to_string(),
             rule.rule.to_string(),
             rule.action.as_str().to_ascii_lowercase(),
+            rule.enforcement.to_string(),
         ]),
-        Counted::DefaultDeny { pod, direction } => CounterLabels::Denied([
+        Counted::DefaultDeny {
+            pod,
+            direction,
+            enforcement,
+        } => CounterLabels::Denied([
             pod.namespace.to_string(),
             pod.name.to_string(),
             direction.to_string(),
+            enforcement.to_string(),
         ]),
     }
 }

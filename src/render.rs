@@ -161,6 +161,12 @@ pub fn rule_body(rule: &Rule) -> String {
         Action::Log { prefix } => {
             let _ = write!(out, "-j LOG --log-prefix \"{prefix}\"");
         }
+        Action::Nflog { group, prefix } => {
+            let _ = write!(
+                out,
+                "-j NFLOG --nflog-prefix \"{prefix}\" --nflog-group {group}"
+            );
+        }
     }
     out
 }

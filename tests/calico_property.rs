@@ -22,10 +22,10 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use palisade::compiler::{compile, DesiredState, Marks, NodeCompiler};
+use palisade::compiler::{compile, CompilerConfig, DesiredState, Marks, NodeCompiler};
 use palisade::index::{Change, ClusterIndex};
 use palisade::model::calico::CalicoResource;
-use palisade::model::{Family, ObjectKey, Protocol};
+use palisade::model::{Enforcement, Family, NodeDenials, ObjectKey, Protocol};
 use palisade::render;
 use palisade::selector::Labels;
 use proptest::prelude::*;
@@ -230,6 +230,122 @@ fn calico_rules_follow_the_spec() {
     eprintln!(
         "calico property: {cases} clusters, {} policies and Calico objects, {} packets checked in {:.1?}",
         objects.get(),
+        packets.get(),
+        started.elapsed()
+    );
+}
+
+// ---- denial handling -------------------------------------------------------------------------
+
+/// Whether a walk through one node's rules sent the packet to the denied-flow log as audited.
+fn audited(fired: &[iptables::Fired]) -> bool {
+    fired
+        .iter()
+        .any(|f| f.rule.contains("-j NFLOG --nflog-prefix \"pal A "))
+}
+
+/// One cluster compiled three times, every namespace enforcing, logging or auditing (by the
+/// node's default): logging must not change a verdict; auditing must let everything through,
+/// and say so exactly for what enforcing denies.
+fn check_denial_handling(cluster: &Cluster) -> Result<usize, String> {
+    let index = cluster.index();
+    let compiled = |enforcement, log_denied| -> BTreeMap<&'static str, DesiredState> {
+        let config = CompilerConfig {
+            denials: NodeDenials {
+                enforcement,
+                log_denied,
+            },
+            ..CompilerConfig::default()
+        };
+        NODES
+            .iter()
+            .map(|node| (*node, compile(&index, node, config.clone())))
+            .collect()
+    };
+    let enforcing = compiled(Enforcement::Enforce, false);
+    let logging = compiled(Enforcement::Enforce, true);
+    let auditing = compiled(Enforcement::Audit, false);
+    for states in [&logging, &auditing] {
+        for (node, state) in states {
+            for family in Family::ALL {
+                iptables::validate(state.family(family), family)
+                    .map_err(|e| format!("\n{node} {family} would not load:\n{e}"))?;
+            }
+        }
+    }
+    let pods: Vec<Endpoint<'_>> = cluster.pods.values().map(Endpoint::Pod).collect();
+    let mut packets = 0;
+    for family in Family::ALL {
+        for src in &pods {
+            for dst in &pods {
+                let (Some(s), Some(d)) = (src.ip(family), dst.ip(family)) else {
+                    continue;
+                };
+                if s == d {
+                    continue;
+                }
+                for transport in transports() {
+                    let packet = Packet {
+                        src: s,
+                        dst: d,
+                        transport,
+                    };
+                    packets += 1;
+                    let walk = |states: &BTreeMap<&'static str, DesiredState>| {
+                        let mut allowed = true;
+                        let mut audit = false;
+                        for node in path_nodes(src, dst) {
+                            let mut fired = Vec::new();
+                            let accepted = iptables::forward_accepts(
+                                states[node].family(family),
+                                family,
+                                &packet,
+                                &mut fired,
+                            )?;
+                            allowed &= accepted;
+                            audit |= audited(&fired);
+                        }
+                        Ok::<_, String>((allowed, audit))
+                    };
+                    let (enforced, _) = walk(&enforcing)?;
+                    let (logged, _) = walk(&logging)?;
+                    let (audit_allowed, audit_flagged) = walk(&auditing)?;
+                    let what = format!(
+                        "{} -> {}: {packet}: enforced {}, logged {}, audit {} (flagged {audit_flagged})\n{}",
+                        src.name(),
+                        dst.name(),
+                        verdict_word(enforced),
+                        verdict_word(logged),
+                        verdict_word(audit_allowed),
+                        cluster.describe()
+                    );
+                    if logged != enforced || !audit_allowed || audit_flagged == enforced {
+                        return Err(what);
+                    }
+                }
+            }
+        }
+    }
+    Ok(packets)
+}
+
+#[test]
+fn logging_never_changes_a_verdict_and_audit_lets_through_exactly_what_it_flags() {
+    let started = Instant::now();
+    let config = config(64);
+    let cases = config.cases;
+    let mut runner = TestRunner::new(config);
+    let packets = std::cell::Cell::new(0usize);
+    let result = runner.run(&calico_gen::cluster(), |cluster| {
+        let n = check_denial_handling(&cluster).map_err(TestCaseError::fail)?;
+        packets.set(packets.get() + n);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    eprintln!(
+        "denial handling property: {cases} clusters, {} packets in {:.1?}",
         packets.get(),
         started.elapsed()
     );

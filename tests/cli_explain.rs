@@ -285,3 +285,64 @@ fn bad_input_exits_1_naming_what_is_wrong() {
     }
     assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(TIERS).is_dir());
 }
+
+const DENIALS: &str = "tests/golden/denials";
+
+#[test]
+fn audited_verdicts_say_what_enforcing_would_do() {
+    // A Deny rule of a GlobalNetworkPolicy, seen by a pod of an audited namespace.
+    let output = explain(DENIALS, "plain/p", "audited/a", "23", &["--output", "json"]);
+    assert_eq!(output.status.code(), Some(0), "audited traffic passes");
+    let explanation = json(&output);
+    assert_eq!(explanation["allowed"], true);
+    assert_eq!(explanation["audited"], true);
+    let walk = &explanation["walks"][1];
+    assert_eq!(walk["checks"][0], "ingress of audited/a");
+    let decided = walk["decided_by"].as_str().unwrap();
+    assert!(
+        decided.contains("enforcing would deny it (default/no-telnet ingress[0] denied)"),
+        "{decided}"
+    );
+    let rule = walk["kernel_rule"].as_str().unwrap();
+    assert!(rule.contains("audited, let through"), "{rule}");
+    kernel_rules_are_rendered(DENIALS, &explanation);
+
+    // The end of the tier, audited.
+    let output = explain(DENIALS, "plain/p", "audited/a", "8080", &[]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    assert!(
+        text.starts_with("plain/p -> audited/a: ALLOWED (AUDITED: enforcing would deny it)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("end of tier default: no policy allowed it"),
+        "{text}"
+    );
+
+    // What the audited namespace's policies allow is simply allowed.
+    let output = explain(DENIALS, "plain/p", "audited/a", "80", &["--output", "json"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(json(&output)["audited"], false);
+
+    // Logging denials changes no verdict.
+    let output = explain(DENIALS, "plain/p", "logged/l", "23", &["--output", "json"]);
+    assert_eq!(output.status.code(), Some(3));
+    let explanation = json(&output);
+    assert_eq!(explanation["audited"], false);
+    let decided = explanation["walks"][1]["decided_by"].as_str().unwrap();
+    assert_eq!(decided, "denied by default/no-telnet ingress[0] denied");
+    kernel_rules_are_rendered(DENIALS, &explanation);
+
+    // The node's default, for namespaces without an annotation.
+    let output = explain(
+        DENIALS,
+        "audited/a",
+        "plain/p",
+        "8080",
+        &["--enforcement", "audit"],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let output = explain(DENIALS, "audited/a", "plain/p", "8080", &[]);
+    assert_eq!(output.status.code(), Some(3));
+}

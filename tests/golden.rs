@@ -119,3 +119,8 @@ fn rendering_is_deterministic() {
 fn calico_tiers() {
     check("calico-tiers", &[]);
 }
+
+#[test]
+fn denials_are_audited_logged_or_enforced_per_namespace() {
+    check("denials", &[]);
+}

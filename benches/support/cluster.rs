@@ -915,6 +915,7 @@ pub fn generate(params: &ClusterParams) -> ClusterObjects {
                 labels,
                 // A handful of old namespaces still carry the legacy isolation annotation.
                 legacy_default_deny: !ns.system && i % 499 == 7,
+                denials: Default::default(),
             }
         })
         .collect();

@@ -57,6 +57,7 @@ fn list_everything(agent: &mut Agent) {
         name: "default".into(),
         labels: Labels::new(),
         legacy_default_deny: false,
+        denials: Default::default(),
     }]));
     agent.ingest(SourceEvent::PodsListed(vec![
         pod("a", "web"),

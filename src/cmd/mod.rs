@@ -17,7 +17,9 @@ use std::process::ExitCode;
 use palisade::compiler::{CompilerConfig, DenyAction, LogConfig, Marks};
 use palisade::manifest;
 
-use crate::cli::{DenyArg, MarkArgs};
+use palisade::model::{Enforcement, NodeDenials};
+
+use crate::cli::{DenyArg, EnforcementArg, MarkArgs};
 
 /// Input Palisade rejects; nothing was applied.
 pub const EXIT_INVALID_INPUT: u8 = 1;
@@ -58,6 +60,14 @@ fn compiler_config(args: &MarkArgs) -> Result<CompilerConfig, ExitCode> {
             rate_per_second: args.log_rate,
             burst: args.log_burst,
         },
+        denials: NodeDenials {
+            enforcement: match args.enforcement {
+                EnforcementArg::Enforce => Enforcement::Enforce,
+                EnforcementArg::Audit => Enforcement::Audit,
+            },
+            log_denied: args.log_denied,
+        },
+        nflog_group: args.nflog_group,
     })
 }
 

@@ -9,10 +9,11 @@
 
 use std::sync::Arc;
 
+use super::denied_log::DeniedFlowTag;
 use super::desired::{Action, Counted, CtState, Match, Rule};
 use super::naming;
 use super::{CompilerConfig, DenyAction};
-use crate::model::{Direction, ObjectKey, PolicyId, Tier, TierAction};
+use crate::model::{DenialHandling, Direction, ObjectKey, PolicyId, Tier, TierAction};
 
 /// A policy as a pod chain uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct PolicyStep {
     pub origin: String,
     /// Some rule in this direction can Pass.
     pub can_pass: bool,
+    /// Which variant of its chain the pod jumps to: only a policy that can deny has variants.
+    pub handling: DenialHandling,
 }
 
 /// One tier's policies for one pod and direction, in evaluation order.
@@ -36,9 +39,11 @@ pub fn pod_chain(
     pod: &ObjectKey,
     direction: Direction,
     tiers: &[TierStep],
+    handling: DenialHandling,
     config: &CompilerConfig,
 ) -> Vec<Rule> {
     let marks = &config.marks;
+    let chain = naming::pod_chain(pod, direction);
     let mut rules = vec![
         Rule::new(
             vec![Match::CtState(CtState::Invalid)],
@@ -57,9 +62,10 @@ pub fn pod_chain(
     let default_deny = Arc::new(Counted::DefaultDeny {
         pod: pod.clone(),
         direction,
+        enforcement: handling.enforcement(),
     });
     let mut pass_may_be_set = false;
-    for step in tiers {
+    for (position, step) in tiers.iter().enumerate() {
         let name = &step.tier.name;
         if pass_may_be_set {
             rules.push(Rule::new(
@@ -87,7 +93,7 @@ pub fn pod_chain(
         for policy in &step.policies {
             rules.push(Rule::new(
                 not_passed(),
-                Action::Jump(naming::policy_chain(&policy.id, direction)),
+                Action::Jump(naming::policy_chain(&policy.id, direction, policy.handling)),
                 policy.origin.clone(),
             ));
             rules.push(Rule::new(
@@ -100,18 +106,34 @@ pub fn pod_chain(
             ));
         }
         if step.tier.default_action == TierAction::Deny {
-            let action = match config.deny {
-                DenyAction::Drop => Action::Drop,
-                DenyAction::Reject => Action::Reject,
-            };
-            rules.push(
-                Rule::new(
+            let comment = format!("{pod} {direction}: end of tier {name}: no policy allowed it");
+            if handling.logs() {
+                let tag = DeniedFlowTag {
+                    enforcement: handling.enforcement(),
+                    direction,
+                    chain: chain.clone(),
+                    position,
+                };
+                rules.push(Rule::new(
                     not_passed(),
-                    action,
-                    format!("{pod} {direction}: end of tier {name}: no policy allowed it"),
-                )
-                .counting(&default_deny),
-            );
+                    Action::Nflog {
+                        group: config.nflog_group,
+                        prefix: tag.to_string(),
+                    },
+                    format!("{comment}: logged"),
+                ));
+            }
+            let action = match (handling, config.deny) {
+                // What leaves the pod chain is allowed in this direction.
+                (DenialHandling::Audit, _) => Action::Return,
+                (_, DenyAction::Drop) => Action::Drop,
+                (_, DenyAction::Reject) => Action::Reject,
+            };
+            let comment = match handling {
+                DenialHandling::Audit => format!("{comment}: audited, let through"),
+                _ => comment,
+            };
+            rules.push(Rule::new(not_passed(), action, comment).counting(&default_deny));
         }
         pass_may_be_set |= tier_can_pass;
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 
-use crate::model::{Direction, Family, IpProtocol, ObjectKey, Protocol};
+use crate::model::{Direction, Enforcement, Family, IpProtocol, ObjectKey, Protocol};
 
 /// Everything one node must hold, per IP family.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -169,10 +169,12 @@ pub struct Rule {
 pub enum Counted {
     /// The packets one rule of a policy matched: allowed, denied, passed or logged.
     PolicyRule(PolicyRuleCount),
-    /// The packets a local pod's chain dropped at the end of a tier: no policy allowed them.
+    /// The packets a local pod's chain dropped at the end of a tier: no policy allowed them;
+    /// in audit mode, the packets it would have dropped and let through.
     DefaultDeny {
         pod: ObjectKey,
         direction: Direction,
+        enforcement: Enforcement,
     },
 }
 
@@ -186,6 +188,8 @@ pub struct PolicyRuleCount {
     /// The index of the rule as the policy's author wrote it.
     pub rule: usize,
     pub action: crate::model::Action,
+    /// `Audit` for a Deny rule whose packets were only logged and counted.
+    pub enforcement: Enforcement,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -331,6 +335,12 @@ pub enum Action {
     },
     /// `-j LOG --log-prefix PREFIX`: the packet goes on to the next rule.
     Log {
+        prefix: String,
+    },
+    /// `-j NFLOG --nflog-group G --nflog-prefix PREFIX`: a copy of the packet goes to the
+    /// denied-flow log, the packet itself on to the next rule.
+    Nflog {
+        group: u16,
         prefix: String,
     },
 }

@@ -5,6 +5,7 @@
 //! touching only the sets and chains a change affects.
 
 pub mod chains;
+pub mod denied_log;
 pub mod desired;
 pub mod naming;
 mod node;
@@ -15,6 +16,7 @@ pub use desired::DesiredState;
 pub use node::NodeCompiler;
 
 use crate::index::ClusterIndex;
+use crate::model::NodeDenials;
 
 /// The packet-mark bits Palisade uses to carry verdicts between chains. kube-proxy uses 0x4000
 /// and 0x8000, kube-router 0x10000 and 0x20000; the defaults stay clear of both.
@@ -97,11 +99,31 @@ impl Default for LogConfig {
 }
 
 /// Everything besides the cluster that decides the compiled rules.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompilerConfig {
     pub marks: Marks,
     pub deny: DenyAction,
     pub log: LogConfig,
+    /// Enforcement and denied-flow logging for namespaces without their own annotations.
+    pub denials: NodeDenials,
+    /// The NFLOG group denied (and audited) packets are sent to for the denied-flow log.
+    pub nflog_group: u16,
+}
+
+/// Palisade's NFLOG group unless configured: clear of Calico's flow-log groups (1 and 2) and
+/// kube-router's (100).
+pub const DEFAULT_NFLOG_GROUP: u16 = 417;
+
+impl Default for CompilerConfig {
+    fn default() -> Self {
+        Self {
+            marks: Marks::default(),
+            deny: DenyAction::default(),
+            log: LogConfig::default(),
+            denials: NodeDenials::default(),
+            nflog_group: DEFAULT_NFLOG_GROUP,
+        }
+    }
 }
 
 impl From<Marks> for CompilerConfig {

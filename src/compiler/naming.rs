@@ -2,7 +2,7 @@
 //! chains start with `PAL-`, ipsets with `pal4-` or `pal6-`, and every name is derived from a
 //! stable hash so that it fits the kernel's limits (chains ≤ 28 characters, sets ≤ 31).
 
-use crate::model::{Direction, Family, ObjectKey, PolicyId};
+use crate::model::{DenialHandling, Direction, Family, ObjectKey, PolicyId};
 
 pub const CHAIN_PREFIX: &str = "PAL-";
 pub const FORWARD_CHAIN: &str = "PAL-FORWARD";
@@ -48,13 +48,22 @@ pub fn pod_chain(pod: &ObjectKey, direction: Direction) -> String {
     format!("{CHAIN_PREFIX}{kind}-{}", short_hash(&pod.to_string()))
 }
 
-/// The chain holding one policy's rules for one direction, shared by every pod it selects.
-pub fn policy_chain(policy: &PolicyId, direction: Direction) -> String {
+/// The chain holding one policy's rules for one direction, shared by every pod it selects whose
+/// denials are handled alike (`PAL-PI-…` plain, `PAL-PIL-…` logging, `PAL-PIA-…` auditing).
+pub fn policy_chain(policy: &PolicyId, direction: Direction, handling: DenialHandling) -> String {
     let kind = match direction {
         Direction::Ingress => "PI",
         Direction::Egress => "PE",
     };
-    format!("{CHAIN_PREFIX}{kind}-{}", short_hash(&policy.canonical()))
+    let variant = match handling {
+        DenialHandling::Deny => "",
+        DenialHandling::LogAndDeny => "L",
+        DenialHandling::Audit => "A",
+    };
+    format!(
+        "{CHAIN_PREFIX}{kind}{variant}-{}",
+        short_hash(&policy.canonical())
+    )
 }
 
 /// A set's name: `kind` is one letter (`p` selector, `b` networks, `n` named port, `s` service
@@ -83,11 +92,12 @@ mod tests {
         let long = ObjectKey::new("n".repeat(63), "p".repeat(253));
         for direction in Direction::ALL {
             assert!(pod_chain(&long, direction).len() <= MAX_CHAIN_NAME);
-            assert!(policy_chain(&PolicyId::kubernetes(&long), direction).len() <= MAX_CHAIN_NAME);
-            assert!(
-                policy_chain(&PolicyId::global(&"g".repeat(253)), direction).len()
-                    <= MAX_CHAIN_NAME
-            );
+            for handling in DenialHandling::ALL {
+                let kubernetes = PolicyId::kubernetes(&long);
+                assert!(policy_chain(&kubernetes, direction, handling).len() <= MAX_CHAIN_NAME);
+                let global = PolicyId::global(&"g".repeat(253));
+                assert!(policy_chain(&global, direction, handling).len() <= MAX_CHAIN_NAME);
+            }
         }
         let set = set_name(Family::V6, 'p', &"x".repeat(10_000));
         assert!(set.len() <= MAX_SET_NAME);
@@ -110,11 +120,17 @@ mod tests {
         assert!(is_owned_set(&set_name(Family::V4, 'b', "x")));
         let k8s = PolicyId::kubernetes(&a);
         let calico = PolicyId::calico("default", "a");
+        let plain = DenialHandling::Deny;
         assert_ne!(
-            policy_chain(&k8s, Direction::Ingress),
-            policy_chain(&calico, Direction::Ingress),
+            policy_chain(&k8s, Direction::Ingress, plain),
+            policy_chain(&calico, Direction::Ingress, plain),
             "a Calico policy never shares a chain with a Kubernetes policy of the same name"
         );
+        let variants: std::collections::BTreeSet<String> = DenialHandling::ALL
+            .into_iter()
+            .map(|h| policy_chain(&calico, Direction::Ingress, h))
+            .collect();
+        assert_eq!(variants.len(), 3, "{variants:?}");
         assert!(!is_owned_set("KUBE-foo"));
     }
 }

@@ -18,7 +18,8 @@ use super::sets::{SetKey, SetRef};
 use super::CompilerConfig;
 use crate::index::{Change, ClusterIndex, PodId, PodIdMap, PodIdSet};
 use crate::model::{
-    Direction, Family, NetworkSet, NetworkSetKey, ObjectKey, Pod, PolicyId, ServiceAccount,
+    DenialHandling, Direction, Family, NetworkSet, NetworkSetKey, ObjectKey, Pod, PolicyId,
+    ServiceAccount,
 };
 use crate::selector::{LabelText, Labels, SelectorIndex};
 
@@ -27,6 +28,8 @@ use crate::selector::{LabelText, Labels, SelectorIndex};
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct LocalPod {
     ips: Vec<IpAddr>,
+    /// What its chains do with the packets they deny, from its namespace and the node.
+    handling: DenialHandling,
     ingress: Option<Vec<TierStep>>,
     egress: Option<Vec<TierStep>>,
 }
@@ -39,11 +42,12 @@ impl LocalPod {
         }
     }
 
-    fn policies(&self, direction: Direction) -> impl Iterator<Item = &PolicyId> {
+    /// The policy chains it jumps to in `direction`.
+    fn policies(&self, direction: Direction) -> impl Iterator<Item = (&PolicyId, DenialHandling)> {
         self.tiers(direction)
             .into_iter()
             .flatten()
-            .flat_map(|t| t.policies.iter().map(|p| &p.id))
+            .flat_map(|t| t.policies.iter().map(|p| (&p.id, p.handling)))
     }
 
     fn families(&self) -> BTreeSet<Family> {
@@ -51,7 +55,9 @@ impl LocalPod {
     }
 }
 
-type PolicyChainKey = (PolicyId, Direction, Family);
+/// A policy chain: a pod whose denials are logged or audited uses its own variant of the chain
+/// of a policy with Deny rules (see [`rules::policy_chain`]); every other pod the plain one.
+type PolicyChainKey = (PolicyId, Direction, Family, DenialHandling);
 
 #[derive(Debug)]
 struct ActivePolicyChain {
@@ -492,8 +498,11 @@ impl NodeCompiler {
         if let Some(new) = &new {
             for family in new.families() {
                 for direction in Direction::ALL {
-                    for policy in new.policies(direction) {
-                        self.acquire_policy_chain(index, (policy.clone(), direction, family));
+                    for (policy, handling) in new.policies(direction) {
+                        self.acquire_policy_chain(
+                            index,
+                            (policy.clone(), direction, family, handling),
+                        );
                     }
                 }
             }
@@ -501,8 +510,8 @@ impl NodeCompiler {
         if let Some(old) = &old {
             for family in old.families() {
                 for direction in Direction::ALL {
-                    for policy in old.policies(direction) {
-                        self.release_policy_chain(&(policy.clone(), direction, family));
+                    for (policy, handling) in old.policies(direction) {
+                        self.release_policy_chain(&(policy.clone(), direction, family, handling));
                     }
                 }
             }
@@ -514,7 +523,13 @@ impl NodeCompiler {
                 match &new {
                     Some(pod) if pod.families().contains(&family) => {
                         if let Some(tiers) = pod.tiers(direction) {
-                            let rules = chains::pod_chain(key, direction, tiers, &self.config);
+                            let rules = chains::pod_chain(
+                                key,
+                                direction,
+                                tiers,
+                                pod.handling,
+                                &self.config,
+                            );
                             chains.insert(name.clone(), Chain { rules });
                         } else {
                             chains.remove(&name);
@@ -547,6 +562,11 @@ impl NodeCompiler {
 
     fn local_pod(&self, index: &ClusterIndex, pod: &Pod) -> LocalPod {
         let policies = index.policies_selecting(pod);
+        let namespace_denials = index
+            .namespace(&pod.key.namespace)
+            .map(|ns| ns.denials)
+            .unwrap_or_default();
+        let handling = DenialHandling::resolve(namespace_denials, self.config.denials);
         let tiers = |direction: Direction| -> Option<Vec<TierStep>> {
             let mut by_tier: BTreeMap<&str, Vec<&Arc<crate::model::Policy>>> = BTreeMap::new();
             for policy in policies.iter().filter(|p| p.rules(direction).is_some()) {
@@ -570,6 +590,12 @@ impl NodeCompiler {
                                 id: p.id.clone(),
                                 origin: p.origin(),
                                 can_pass: p.can_pass(direction),
+                                // Only a chain that can deny differs between handlings.
+                                handling: if p.can_deny(direction) {
+                                    handling
+                                } else {
+                                    DenialHandling::Deny
+                                },
                             })
                             .collect(),
                     }
@@ -580,6 +606,7 @@ impl NodeCompiler {
         };
         LocalPod {
             ips: pod.ips.clone(),
+            handling,
             ingress: tiers(Direction::Ingress),
             egress: tiers(Direction::Egress),
         }
@@ -676,8 +703,8 @@ impl NodeCompiler {
             return;
         }
         if let Some(active) = self.policy_chains.remove(key) {
-            let (policy, direction, family) = key;
-            let name = naming::policy_chain(policy, *direction);
+            let (policy, direction, family, handling) = key;
+            let name = naming::policy_chain(policy, *direction, *handling);
             self.state.family_mut(*family).chains.remove(&name);
             self.dirty.insert((*family, name));
             for set in active.sets {
@@ -688,16 +715,18 @@ impl NodeCompiler {
 
     /// Writes the chain into the state and returns the sets it reads.
     fn write_policy_chain(&mut self, index: &ClusterIndex, key: &PolicyChainKey) -> Vec<SetRef> {
-        let (policy_id, direction, family) = key;
+        let (policy_id, direction, family, handling) = key;
         let compiled = match index.policy(policy_id) {
-            Some(policy) => rules::policy_chain(policy, *direction, *family, &self.config),
+            Some(policy) => {
+                rules::policy_chain(policy, *direction, *family, *handling, &self.config)
+            }
             // A removed policy: its pods are about to let go of it; until then it decides nothing.
             None => rules::PolicyChain {
                 rules: Vec::new(),
                 sets: Vec::new(),
             },
         };
-        let name = naming::policy_chain(policy_id, *direction);
+        let name = naming::policy_chain(policy_id, *direction, *handling);
         self.dirty.insert((*family, name.clone()));
         self.state.family_mut(*family).chains.insert(
             name,
@@ -710,8 +739,11 @@ impl NodeCompiler {
 
     fn refresh_policy_chains(&mut self, index: &ClusterIndex, policy: &PolicyId) {
         for direction in Direction::ALL {
-            for family in Family::ALL {
-                let key = (policy.clone(), direction, family);
+            for (family, handling) in Family::ALL
+                .into_iter()
+                .flat_map(|f| DenialHandling::ALL.into_iter().map(move |h| (f, h)))
+            {
+                let key = (policy.clone(), direction, family, handling);
                 if !self.policy_chains.contains_key(&key) {
                     continue;
                 }

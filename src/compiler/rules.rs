@@ -7,12 +7,15 @@
 
 use std::sync::Arc;
 
+use super::denied_log::DeniedFlowTag;
 use super::desired::{
     Action as Target, Counted, Match, PolicyRuleCount, PortSide, Rule as Line, SetDims,
 };
 use super::sets::{nomatch_fits, SetKey, SetRef};
 use super::{CompilerConfig, DenyAction};
-use crate::model::{Action, Direction, Entity, Family, Policy, PolicyKind, Port, Rule};
+use crate::model::{
+    Action, DenialHandling, Direction, Enforcement, Entity, Family, Policy, PolicyKind, Port, Rule,
+};
 use crate::selector::Selector;
 
 /// A policy chain's rules and the sets they read.
@@ -342,12 +345,18 @@ pub fn log_prefix(template: &str, policy: &Policy) -> String {
 
 /// Compiles one direction of a policy for one family. A policy without rules in that direction
 /// compiles to an empty chain: it decides nothing, and its tier's end drops what reaches it.
+///
+/// `handling` says what its Deny rules do for the pods that use this variant of the chain:
+/// drop; send to the denied-flow log and drop; or, in audit mode, send to the log, set the
+/// accept mark and return (one log line per packet even where alternatives overlap).
 pub fn policy_chain(
     policy: &Policy,
     direction: Direction,
     family: Family,
+    handling: DenialHandling,
     config: &CompilerConfig,
 ) -> PolicyChain {
+    let chain = super::naming::policy_chain(&policy.id, direction, handling);
     let marks = &config.marks;
     let mut ctx = RuleContext {
         policy,
@@ -387,6 +396,11 @@ pub fn policy_chain(
             direction,
             rule: rule.origin,
             action: rule.action,
+            enforcement: if rule.action == Action::Deny {
+                handling.enforcement()
+            } else {
+                Enforcement::Enforce
+            },
         }));
         if let Some((action, from, _)) = &pending_return {
             if *action != rule.action || *from != rule.origin {
@@ -417,15 +431,55 @@ pub fn policy_chain(
                 pending_return = Some((rule.action, rule.origin, origin));
             }
             Action::Deny => {
+                let tag = DeniedFlowTag {
+                    enforcement: handling.enforcement(),
+                    direction,
+                    chain: chain.clone(),
+                    position: rule.origin,
+                };
+                let log = Target::Nflog {
+                    group: config.nflog_group,
+                    prefix: tag.to_string(),
+                };
                 let target = match config.deny {
                     DenyAction::Drop => Target::Drop,
                     DenyAction::Reject => Target::Reject,
                 };
                 for matches in alternatives {
-                    lines.push(
-                        Line::new(matches, target.clone(), format!("{origin} denied"))
+                    if handling.logs() {
+                        lines.push(Line::new(
+                            matches.clone(),
+                            log.clone(),
+                            format!("{origin} denied: logged"),
+                        ));
+                    }
+                    if handling == DenialHandling::Audit {
+                        let accept = Match::Mark {
+                            value: marks.accept,
+                            mask: marks.accept,
+                        };
+                        lines.push(
+                            Line::new(
+                                matches,
+                                Target::SetMark {
+                                    value: marks.accept,
+                                    mask: marks.accept,
+                                },
+                                format!("{origin} denied: audited, let through"),
+                            )
                             .counting(&counted),
-                    );
+                        );
+                        lines.push(Line::new(
+                            vec![accept],
+                            Target::Return,
+                            format!("{origin} audited"),
+                        ));
+                    } else {
+                        lines.push(
+                            Line::new(matches, target.clone(), format!("{origin} denied"))
+                                .counting(&counted),
+                        );
+                    }
                 }
             }
             Action::Log => {

@@ -128,6 +128,7 @@ fn the_legacy_annotation_isolates_every_pod_of_its_namespace_for_ingress_only() 
         name: "a".into(),
         labels: Labels::new(),
         legacy_default_deny: true,
+        denials: Default::default(),
     });
     let n1 = NodeCompiler::new(&index, "n1", Marks::default());
     assert_eq!(n1.isolated_pod_count(Direction::Ingress), 2);
@@ -181,7 +182,8 @@ fn ip_blocks_only_exist_in_their_family() {
     assert_eq!(state.v4.ipsets.len(), 1);
     assert!(state.v6.ipsets.is_empty());
     let id = PolicyId::kubernetes(&ObjectKey::new("a", "p"));
-    let policy_chain = &state.v6.chains[&naming::policy_chain(&id, Direction::Ingress)];
+    let policy_chain = &state.v6.chains
+        [&naming::policy_chain(&id, Direction::Ingress, crate::model::DenialHandling::Deny)];
     assert!(
         policy_chain.rules.is_empty(),
         "an IPv4 block allows nothing over IPv6"

@@ -353,7 +353,7 @@ fn run_chain(
         match &rule.action {
             Action::Accept => return Ok(Outcome::Accept),
             Action::Drop | Action::Reject => return Ok(Outcome::Drop),
-            Action::Log { .. } => {}
+            Action::Log { .. } | Action::Nflog { .. } => {}
             Action::Return => return Ok(Outcome::Continue),
             Action::Jump(target) => {
                 match run_chain(state, family, target, packet, mark, depth + 1, trace)? {

@@ -22,6 +22,12 @@ pub fn validate(state: &FamilyState, family: Family) -> Result<Vec<String>, Stri
             problems.push(format!("bad chain name {name}"));
         }
         for rule in &chain.rules {
+            if let crate::compiler::desired::Action::Nflog { prefix, .. } = &rule.action {
+                // The kernel keeps 63 bytes and its terminator; iptables refuses longer ones.
+                if prefix.len() > 63 || prefix.contains('"') {
+                    problems.push(format!("{name}: NFLOG prefix {prefix:?} will not load"));
+                }
+            }
             if let Some(target) = rule.jump_target() {
                 referenced_chains.insert(target.to_string());
                 if !state.chains.contains_key(target) {

@@ -9,10 +9,12 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::compiler::denied_log::DeniedFlowTag;
+use crate::compiler::desired::Action;
 use crate::compiler::naming::pod_chain;
 use crate::compiler::{compile, CompilerConfig, DesiredState};
 use crate::index::ClusterIndex;
-use crate::model::{Direction, Family, ObjectKey, Pod, Protocol};
+use crate::model::{Direction, Enforcement, Family, ObjectKey, Pod, Protocol};
 use crate::render;
 use interpreter::{forward_accepts, Fired, Packet};
 
@@ -122,6 +124,9 @@ pub struct Walk {
     /// `egress of client/a`, `ingress of web/server`, or both on one node.
     pub checks: Vec<String>,
     pub allowed: bool,
+    /// Allowed only because the pod's namespace (or the node) is in audit mode: enforcing
+    /// would deny it.
+    pub audited: bool,
     /// In words: which policy rule or default decided.
     pub decided_by: String,
     /// The kernel rule that decided, as `iptables-save` prints it, if one did.
@@ -135,6 +140,8 @@ pub struct Explanation {
     pub to: String,
     pub packet: String,
     pub allowed: bool,
+    /// Allowed, but enforcing would deny it: some walk let it through in audit mode.
+    pub audited: bool,
     pub walks: Vec<Walk>,
 }
 
@@ -198,11 +205,13 @@ pub fn explain(
         }
         walks.push(walk(&state, family, &packet, node, checks)?);
     }
+    let allowed = walks.iter().all(|w| w.allowed);
     Ok(Explanation {
         from: source.name,
         to: destination.name,
         packet: packet.to_string(),
-        allowed: walks.iter().all(|w| w.allowed),
+        allowed,
+        audited: allowed && walks.iter().any(|w| w.audited),
         walks,
     })
 }
@@ -234,7 +243,33 @@ fn walk(
             .and_then(|chain| chain.rules.get(f.index))
             .map(|rule| format!("-A {} {}", f.chain, render::rule_spec(rule)))
     };
+    // In audit mode a would-be denial sends the packet to the denied-flow log, then lets it
+    // through with the next rule.
+    let audit_log = fired.iter().position(|f| {
+        let rule = state
+            .family(family)
+            .chains
+            .get(&f.chain)
+            .and_then(|chain| chain.rules.get(f.index));
+        matches!(
+            rule.map(|r| &r.action),
+            Some(Action::Nflog { prefix, .. })
+                if DeniedFlowTag::parse(prefix)
+                    .is_some_and(|tag| tag.enforcement == Enforcement::Audit)
+        )
+    });
+    let audited = allowed && audit_log.is_some();
     let (decided_by, kernel_rule) = match (allowed, decisive) {
+        (true, _) if audited => {
+            let at = audit_log.unwrap_or_default();
+            let denial = fired[at].comment.trim_end_matches(": logged");
+            (
+                format!(
+                    "audited: enforcing would deny it ({denial}); the namespace is in audit mode, so it is logged, counted and let through"
+                ),
+                fired.get(at + 1).and_then(kernel_line),
+            )
+        }
         (false, Some(rule)) => (format!("denied by {}", rule.comment), kernel_line(rule)),
         (false, None) => ("denied".to_string(), None),
         (true, _) if !through_pod_chain => (
@@ -250,6 +285,7 @@ fn walk(
         node,
         checks,
         allowed,
+        audited,
         decided_by,
         kernel_rule,
         steps: fired.iter().map(Step::from).collect(),
@@ -311,7 +347,11 @@ impl Explanation {
             "{} -> {}: {}\npacket: {}\n",
             self.from,
             self.to,
-            if self.allowed { "ALLOWED" } else { "DENIED" },
+            match (self.allowed, self.audited) {
+                (true, true) => "ALLOWED (AUDITED: enforcing would deny it)",
+                (true, false) => "ALLOWED",
+                (false, _) => "DENIED",
+            },
             self.packet
         );
         for walk in &self.walks {
@@ -319,7 +359,11 @@ impl Explanation {
                 "\non {} ({}): {}\n  {}\n",
                 walk.node,
                 walk.checks.join(", "),
-                if walk.allowed { "allowed" } else { "denied" },
+                match (walk.allowed, walk.audited) {
+                    (true, true) => "audited",
+                    (true, false) => "allowed",
+                    (false, _) => "denied",
+                },
                 walk.decided_by
             ));
             if let Some(rule) = &walk.kernel_rule {

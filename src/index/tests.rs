@@ -71,6 +71,7 @@ fn candidate_pods_come_from_the_label_index() {
         name: "b".into(),
         labels: Labels::from([("team".into(), "x".into())]),
         legacy_default_deny: false,
+        denials: Default::default(),
     });
     let names = |text: &str| {
         let selector = Selector::parse(text).unwrap();
@@ -106,6 +107,7 @@ fn the_legacy_annotation_is_a_policy_of_its_namespace() {
         name: "a".into(),
         labels: Labels::new(),
         legacy_default_deny: deny,
+        denials: Default::default(),
     };
     let changes = index.upsert_namespace(ns(true));
     assert_eq!(changes.len(), 2);
@@ -158,6 +160,7 @@ fn candidates_are_exact_only_when_every_one_matches() {
         name: "b".into(),
         labels: Labels::from([("team".into(), "x".into())]),
         legacy_default_deny: false,
+        denials: Default::default(),
     });
     index.upsert_pod(labelled(
         pod("a", "web", "n1", "10.0.0.1"),

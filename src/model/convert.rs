@@ -14,7 +14,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::kubernetes::{
     IpBlock, KubernetesPolicy, NamespaceScope, Peer, PolicyRule, PortMatch, PortRule, Selection,
 };
-use super::{NamedPort, Namespace, ObjectKey, Pod, Protocol, ServiceAccount, ServiceSlice};
+use super::{
+    Enforcement, NamedPort, Namespace, NamespaceDenials, ObjectKey, Pod, Protocol, ServiceAccount,
+    ServiceSlice,
+};
 use crate::selector::{Labels, Selector};
 
 /// The legacy namespace annotation that isolates every pod of the namespace for ingress.
@@ -239,10 +242,48 @@ pub fn namespace(namespace: &core::Namespace, warnings: &mut Vec<Warning>) -> Na
     if !labels.contains_key(super::NAMESPACE_NAME_LABEL) {
         labels.insert(super::NAMESPACE_NAME_LABEL.into(), name.as_str().into());
     }
+    let denials = namespace_denials(namespace, &mut ctx);
     Namespace {
         labels,
         name,
         legacy_default_deny,
+        denials,
+    }
+}
+
+/// Reads Palisade's own annotations. A value Palisade cannot read is a warning: enforcement
+/// then stays on (failing closed) and logging follows the node.
+fn namespace_denials(namespace: &core::Namespace, ctx: &mut Context<'_>) -> NamespaceDenials {
+    use super::denials::{ENFORCEMENT_ANNOTATION, LOG_DENIED_ANNOTATION};
+    let annotations = namespace.metadata.annotations.as_ref();
+    let get = |key: &str| annotations.and_then(|a| a.get(key));
+    let enforcement = get(ENFORCEMENT_ANNOTATION).map(|value| {
+        value.parse::<Enforcement>().unwrap_or_else(|message| {
+            ctx.warn(
+                format!("metadata.annotations[{ENFORCEMENT_ANNOTATION}]"),
+                format!("{message}; the namespace's policies are enforced"),
+            );
+            Enforcement::Enforce
+        })
+    });
+    let log_denied = get(LOG_DENIED_ANNOTATION).and_then(|value| {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                ctx.warn(
+                    format!("metadata.annotations[{LOG_DENIED_ANNOTATION}]"),
+                    format!(
+                        "{value:?} is neither \"true\" nor \"false\"; the node's setting applies"
+                    ),
+                );
+                None
+            }
+        }
+    });
+    NamespaceDenials {
+        enforcement,
+        log_denied,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod calico;
 pub mod convert;
+pub mod denials;
 pub mod kubernetes;
 pub mod policy;
 
@@ -20,6 +21,7 @@ use ipnetwork::IpNetwork;
 use crate::selector::Labels;
 
 pub use convert::{ConvertError, Warning};
+pub use denials::{DenialHandling, Enforcement, NamespaceDenials, NodeDenials};
 pub use policy::{
     Action, Entity, IcmpMatch, IpProtocol, Order, Policy, PolicyId, PolicyKind, Port, Rule, Tier,
     TierAction,
@@ -161,6 +163,8 @@ pub struct Namespace {
     /// Set by the legacy annotation `net.beta.kubernetes.io/network-policy` with
     /// `{"ingress": {"isolation": "DefaultDeny"}}`.
     pub legacy_default_deny: bool,
+    /// From the annotations `palisade.io/enforcement` and `palisade.io/log-denied`.
+    pub denials: NamespaceDenials,
 }
 
 /// A ServiceAccount: its labels are inherited by its pods as `pcsa.<key>`.

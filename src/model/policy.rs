@@ -418,6 +418,11 @@ impl Policy {
             .is_some_and(|rules| rules.iter().any(|r| r.action == Action::Pass))
     }
 
+    pub fn can_deny(&self, direction: Direction) -> bool {
+        self.rules(direction)
+            .is_some_and(|rules| rules.iter().any(|r| r.action == Action::Deny))
+    }
+
     /// `tier/namespace/name` or `tier/name`, as rule comments name a policy.
     pub fn origin(&self) -> String {
         if self.id.namespace.is_empty() {

@@ -21,6 +21,7 @@ pub fn namespace(name: &str, pairs: &[(&str, &str)]) -> Namespace {
         name: name.to_string(),
         labels,
         legacy_default_deny: false,
+        denials: Default::default(),
     }
 }
 

@@ -303,6 +303,7 @@ pub fn namespace_object(name: &str, labels: &Labels, default_deny: bool) -> Name
         name: name.to_string(),
         labels,
         legacy_default_deny: default_deny,
+        denials: Default::default(),
     }
 }
 

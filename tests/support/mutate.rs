@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use palisade::index::{Change, ClusterIndex};
 use palisade::model::kubernetes::KubernetesPolicy as Policy;
-use palisade::model::{Namespace, ObjectKey, Pod, PolicyId};
+use palisade::model::{Enforcement, Namespace, NamespaceDenials, ObjectKey, Pod, PolicyId};
 use palisade::selector::Labels;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -40,6 +40,11 @@ pub enum Mutation {
     },
     NamespaceDenyToggle {
         namespace: Index,
+    },
+    /// Sets the namespace's palisade.io/enforcement and palisade.io/log-denied annotations.
+    NamespaceDenials {
+        namespace: Index,
+        denials: NamespaceDenials,
     },
     /// Removes the Namespace object if there is one, else creates it with these labels.
     NamespaceObjectToggle {
@@ -97,6 +102,18 @@ pub fn mutation() -> impl Strategy<Value = Mutation> {
         2 => (any::<Index>(), gen::labels(gen::NAMESPACE_LABELS, 0, 2))
             .prop_map(|(namespace, labels)| Mutation::NamespaceLabels { namespace, labels }),
         1 => any::<Index>().prop_map(|namespace| Mutation::NamespaceDenyToggle { namespace }),
+        1 => (
+            any::<Index>(),
+            proptest::option::of(prop_oneof![Just(Enforcement::Enforce), Just(Enforcement::Audit)]),
+            proptest::option::of(any::<bool>())
+        )
+            .prop_map(|(namespace, enforcement, log_denied)| Mutation::NamespaceDenials {
+                namespace,
+                denials: NamespaceDenials {
+                    enforcement,
+                    log_denied
+                },
+            }),
         2 => (any::<Index>(), gen::labels(gen::NAMESPACE_LABELS, 0, 2))
             .prop_map(|(namespace, labels)| Mutation::NamespaceObjectToggle { namespace, labels }),
         4 => (any::<Index>(), gen::policy_body())
@@ -224,6 +241,19 @@ pub fn plan(cluster: &Cluster, mutation: &Mutation, step: usize) -> Vec<(String,
                 "namespace {name} legacy DefaultDeny -> {}",
                 ns.legacy_default_deny
             );
+            vec![(text, Op::UpsertNamespace(ns))]
+        }
+        Mutation::NamespaceDenials { namespace, denials } => {
+            let name = namespace_name(namespace);
+            let ns = Namespace {
+                denials: *denials,
+                ..cluster
+                    .namespaces
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| gen::namespace_object(name, &Labels::new(), false))
+            };
+            let text = format!("namespace {name} denials -> {denials:?}");
             vec![(text, Op::UpsertNamespace(ns))]
         }
         Mutation::NamespaceObjectToggle { namespace, labels } => {
