@@ -257,7 +257,7 @@ pub struct AgentArgs {
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub denied_log_window: Duration,
     /// Lines per second the denied-flow log writes at most; what it leaves out is counted in
-    /// palisade_denied_flow_lines_suppressed_total.
+    /// palisade_denied_flow_lines_suppressed_total. 0 turns the log off.
     #[arg(long, default_value_t = 50)]
     pub denied_log_rate: u32,
     #[command(flatten)]

@@ -6,6 +6,7 @@ pub mod compiler;
 pub mod counters;
 pub mod dataplane;
 pub mod explain;
+pub mod flowlog;
 pub mod index;
 pub mod k8s;
 pub mod manifest;

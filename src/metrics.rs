@@ -52,6 +52,11 @@ pub struct Metrics {
     pub denied_packets: IntCounterVec,
     pub counter_read_duration: Histogram,
     pub counter_read_errors: IntCounter,
+    /// The denied-flow log's lines by verdict (denied, audited).
+    pub denied_flow_lines: IntCounterVec,
+    pub denied_flow_suppressed: IntCounter,
+    pub denied_flow_overruns: IntCounter,
+    pub denied_flow_errors: IntCounter,
     ready: AtomicBool,
 }
 
@@ -161,6 +166,25 @@ impl Metrics {
                 "palisade_counter_read_errors_total",
                 "Reads of the kernel's rule counters that failed.",
             )?,
+            denied_flow_lines: IntCounterVec::new(
+                Opts::new(
+                    "palisade_denied_flow_lines_total",
+                    "Lines the denied-flow log wrote, by verdict (denied, audited): one per flow when it starts, one per window with its further packets.",
+                ),
+                &["verdict"],
+            )?,
+            denied_flow_suppressed: IntCounter::new(
+                "palisade_denied_flow_lines_suppressed_total",
+                "Denied-flow lines left out by the rate limit or the bound on tracked flows.",
+            )?,
+            denied_flow_overruns: IntCounter::new(
+                "palisade_denied_flow_overruns_total",
+                "Times the NFLOG socket's buffer overflowed and the kernel dropped logged packets.",
+            )?,
+            denied_flow_errors: IntCounter::new(
+                "palisade_denied_flow_errors_total",
+                "Failed reads of the NFLOG group and logged packets that could not be decoded.",
+            )?,
             ready: AtomicBool::new(false),
             registry,
         };
@@ -194,6 +218,10 @@ impl Metrics {
             Box::new(self.denied_packets.clone()),
             Box::new(self.counter_read_duration.clone()),
             Box::new(self.counter_read_errors.clone()),
+            Box::new(self.denied_flow_lines.clone()),
+            Box::new(self.denied_flow_suppressed.clone()),
+            Box::new(self.denied_flow_overruns.clone()),
+            Box::new(self.denied_flow_errors.clone()),
         ];
         for collector in collectors {
             self.registry.register(collector)?;

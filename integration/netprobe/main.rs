@@ -12,7 +12,8 @@
 //! - `error`: anything else (the detail says what).
 //!
 //! `send` fires UDP datagrams at one target from one socket and waits for nothing, for tests
-//! that count packets (rule counters, flow logs, floods).
+//! that count packets (rule counters, flow logs, floods); at a TCP target it opens N
+//! connections one after the other (each reads the banner) and prints how many per second.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const USAGE: &str = "usage:
   palisade-netprobe serve [--name NAME] [--tcp PORT,...] [--udp PORT,...] [--exit-on-stdin-eof]
   palisade-netprobe probe [--timeout-ms MS] [--udp-source-port-base PORT] TARGET...
-  palisade-netprobe send --count N [--interval-us US] udp:IP:PORT
+  palisade-netprobe send --count N [--interval-us US] udp:IP:PORT|tcp:IP:PORT
 TARGET is tcp:IP:PORT or udp:IP:PORT, IPv6 addresses in brackets (tcp:[fd50::1]:80).
 `serve` prints `ready` on stdout once every port listens.";
 
@@ -227,8 +228,8 @@ fn send(args: &[String]) -> Result<(), String> {
     }
     let count = count.ok_or_else(|| format!("send needs --count\n{USAGE}"))?;
     let target = target.ok_or_else(|| format!("send needs a target\n{USAGE}"))?;
-    if !matches!(target.protocol, Protocol::Udp) {
-        return Err(format!("send speaks UDP only: {}", target.text));
+    if matches!(target.protocol, Protocol::Tcp) {
+        return connect_many(count, &target);
     }
     let local: SocketAddr = match target.address {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -244,6 +245,31 @@ fn send(args: &[String]) -> Result<(), String> {
         }
     }
     println!("sent {count}");
+    Ok(())
+}
+
+/// Sequential connections, each until the banner arrived: the rate a policy path sustains.
+fn connect_many(count: u64, target: &Target) -> Result<(), String> {
+    let started = Instant::now();
+    let mut banner = [0u8; MAX_BANNER_BYTES];
+    for i in 0..count {
+        let mut stream = TcpStream::connect_timeout(&target.address, Duration::from_secs(2))
+            .map_err(|e| format!("connection {i} to {}: {e}", target.text))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| format!("connection {i}: {e}"))?;
+        let read = stream
+            .read(&mut banner)
+            .map_err(|e| format!("connection {i} to {}: reading the banner: {e}", target.text))?;
+        if read == 0 {
+            return Err(format!("connection {i} to {}: no banner", target.text));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{{\"connections\":{count},\"seconds\":{seconds:.4},\"per_second\":{:.1}}}",
+        count as f64 / seconds.max(1e-9)
+    );
     Ok(())
 }
 

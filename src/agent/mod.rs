@@ -45,6 +45,9 @@ pub struct AgentConfig {
     pub retry_max: Duration,
     /// Remove everything Palisade owns when told to stop (for uninstalls).
     pub cleanup_on_exit: bool,
+    /// Read the NFLOG group of the denial rules and write the denied-flow log; `None`: the
+    /// log is off (the rules still send to the group).
+    pub denied_log: Option<crate::flowlog::DeniedLogConfig>,
 }
 
 impl AgentConfig {
@@ -60,6 +63,7 @@ impl AgentConfig {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             cleanup_on_exit: false,
+            denied_log: None,
         }
     }
 }
@@ -69,6 +73,8 @@ pub enum AgentMessage {
     Source(Box<SourceEvent>),
     /// The refresh found the kernel changed behind Palisade's back: repair it now.
     Drift(crate::dataplane::Drift),
+    /// Lines of the denied-flow log, to be written with the pods and rules named.
+    DeniedFlows(Vec<crate::flowlog::FlowLine>),
     /// Stop; leave the rules in place unless `cleanup_on_exit`.
     Shutdown,
 }
@@ -91,6 +97,28 @@ pub fn spawn(
         sync: sender.clone(),
         stop: Arc::clone(&stop),
     };
+    if let Some(denied_log) = config.denied_log {
+        let (lines, received) = std::sync::mpsc::channel();
+        match crate::flowlog::spawn(denied_log, lines, Arc::clone(&metrics), Arc::clone(&stop)) {
+            Ok(_) => {
+                let forward = sender.clone();
+                std::thread::Builder::new()
+                    .name("palisade-flow-lines".into())
+                    .spawn(move || {
+                        for batch in received {
+                            if forward.send(AgentMessage::DeniedFlows(batch)).is_err() {
+                                return;
+                            }
+                        }
+                    })?;
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                group = denied_log.group,
+                "the denied-flow log is off: its NFLOG group cannot be read"
+            ),
+        }
+    }
     let core_stop = Arc::clone(&stop);
     let handle = std::thread::Builder::new()
         .name("palisade-sync".into())
@@ -154,6 +182,7 @@ impl Agent {
             match receiver.recv_timeout(timeout) {
                 Ok(AgentMessage::Source(event)) => self.ingest(*event),
                 Ok(AgentMessage::Drift(drift)) => self.repair(drift),
+                Ok(AgentMessage::DeniedFlows(lines)) => self.write_denied_flows(&lines),
                 Ok(AgentMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -162,6 +191,7 @@ impl Agent {
                 match receiver.try_recv() {
                     Ok(AgentMessage::Source(event)) => self.ingest(*event),
                     Ok(AgentMessage::Drift(drift)) => self.repair(drift),
+                    Ok(AgentMessage::DeniedFlows(lines)) => self.write_denied_flows(&lines),
                     Ok(AgentMessage::Shutdown) | Err(TryRecvError::Disconnected) => break 'run,
                     Err(TryRecvError::Empty) => break,
                 }
@@ -330,6 +360,41 @@ impl Agent {
 
     pub fn index(&self) -> &ClusterIndex {
         &self.index
+    }
+
+    /// Writes denied-flow lines, naming the pods at both ends from the index and the rule
+    /// from the compiled chains.
+    fn write_denied_flows(&self, lines: &[crate::flowlog::FlowLine]) {
+        let pod_at = |ip: &std::net::IpAddr| {
+            self.index
+                .pods_with_ip(ip)
+                .next()
+                .map(|pod| pod.key.to_string())
+        };
+        let rule_of = |tag: &crate::compiler::denied_log::DeniedFlowTag| {
+            let state = self.compiler.as_ref()?.state();
+            let prefix = tag.to_string();
+            crate::model::Family::ALL.into_iter().find_map(|family| {
+                state
+                    .family(family)
+                    .chains
+                    .get(&tag.chain)?
+                    .rules
+                    .iter()
+                    .find(|rule| {
+                        matches!(&rule.action, crate::compiler::desired::Action::Nflog { prefix: p, .. } if *p == prefix)
+                    })
+                    .map(|rule| rule.comment.trim_end_matches(": logged").to_string())
+            })
+        };
+        for line in lines {
+            let record = crate::flowlog::DeniedFlowRecord::new(line, pod_at, rule_of);
+            self.metrics
+                .denied_flow_lines
+                .with_label_values(&[record.verdict])
+                .inc();
+            record.write();
+        }
     }
 }
 

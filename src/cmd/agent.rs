@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use palisade::agent::{self, AgentConfig, AgentMessage};
 use palisade::dataplane::{resolve_backend, BackendChoice, Dataplane, SystemRunner};
+use palisade::flowlog::DeniedLogConfig;
 use palisade::k8s::CalicoApi;
 use palisade::metrics::{self, Metrics};
 use std::sync::mpsc::Sender;
@@ -60,6 +61,11 @@ async fn run(args: AgentArgs) -> ExitCode {
     config.debounce = args.debounce;
     config.refresh_interval = args.refresh_interval;
     config.counters_interval = args.counters_interval;
+    config.denied_log = (args.denied_log_rate > 0).then_some(DeniedLogConfig {
+        group: compiler.nflog_group,
+        window: args.denied_log_window,
+        lines_per_second: args.denied_log_rate,
+    });
     config.compiler = compiler;
     config.cleanup_on_exit = args.cleanup_on_exit;
 
