@@ -61,6 +61,9 @@ AGENT_METRICS = {
     "palisade_denied_packets_total": "counter",
     "palisade_counter_read_duration_seconds": "histogram",
     "palisade_counter_read_errors_total": "counter",
+    "palisade_denied_flow_lines_total": "counter",
+    "palisade_denied_flow_lines_suppressed_total": "counter",
+    "palisade_denied_flow_overruns_total": "counter",
 }
 
 # What each rendering profile was rendered with (test-chart.sh passes the
@@ -70,20 +73,23 @@ PROFILES = {
     "default": dict(
         optional=False, cleanup=False, refresh="60s", refresh_seconds=180,
         args=["agent", "--metrics-addr=0.0.0.0:9617", "--refresh-interval=60s",
-              "--counters-interval=10s", "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text"],
+              "--counters-interval=10s", "--enforcement=enforce", "--nflog-group=417",
+              "--denied-log-window=10s", "--denied-log-rate=50", "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text"],
         rust_log="info", grace=30, port=9617, calico=True),
     # serviceMonitor, prometheusRule, dashboards and cleanupOnUninstall on
     "all": dict(
         optional=True, cleanup=True, refresh="60s", refresh_seconds=180,
         args=["agent", "--metrics-addr=0.0.0.0:9617", "--refresh-interval=60s",
-              "--counters-interval=10s", "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text",
+              "--counters-interval=10s", "--enforcement=enforce", "--nflog-group=417",
+              "--denied-log-window=10s", "--denied-log-rate=50", "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text",
               "--cleanup-on-exit"],
         rust_log="info", grace=60, port=9617, calico=True),
     # every optional feature plus non-default agent settings
     "custom": dict(
         optional=True, cleanup=False, refresh="90s", refresh_seconds=270,
         args=["agent", "--metrics-addr=[::]:9700", "--refresh-interval=90s",
-              "--counters-interval=30s", "--debounce=250ms", "--backend=nft", "--calico-api=off", "--log-format=json",
+              "--counters-interval=30s", "--enforcement=audit", "--nflog-group=5",
+              "--denied-log-window=30s", "--denied-log-rate=10", "--log-denied", "--debounce=250ms", "--backend=nft", "--calico-api=off", "--log-format=json",
               "--accept-mark=0x400000"],
         rust_log="palisade=debug", grace=45, port=9700, calico=False),
 }

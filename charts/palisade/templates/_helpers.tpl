@@ -123,6 +123,13 @@ Arguments of the agent container.
 - --metrics-addr={{ include "palisade.metricsAddr" . }}
 - --refresh-interval={{ .Values.refreshInterval }}
 - --counters-interval={{ .Values.countersInterval }}
+- --enforcement={{ .Values.enforcement }}
+- --nflog-group={{ .Values.deniedFlowLog.nflogGroup }}
+- --denied-log-window={{ .Values.deniedFlowLog.window }}
+- --denied-log-rate={{ .Values.deniedFlowLog.linesPerSecond }}
+{{- if .Values.deniedFlowLog.allNamespaces }}
+- --log-denied
+{{- end }}
 - --debounce={{ .Values.debounce }}
 - --backend={{ .Values.backend }}
 - --calico-api={{ .Values.calicoApi }}
