@@ -100,9 +100,16 @@ pub enum OutputArg {
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// Manifest files or directories (as for render).
-    #[arg(long, required = true, num_args = 1..)]
+    /// Manifest files or directories (as for render). Without them the cluster is read once
+    /// from the API server (--kubeconfig, else $KUBECONFIG or the in-cluster account).
+    #[arg(long, num_args = 1..)]
     pub manifests: Vec<PathBuf>,
+    /// The kubeconfig of the cluster to read, when no --manifests are given.
+    #[arg(long, conflicts_with = "manifests")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Where to read Calico's resources from the API server (as for the agent).
+    #[arg(long, value_enum, default_value_t = CalicoApiArg::Auto)]
+    pub calico_api: CalicoApiArg,
     /// The connection's source: NAMESPACE/POD or an IP address.
     #[arg(long, requires_all = ["to", "port"], conflicts_with = "pod")]
     pub from: Option<String>,

@@ -29,6 +29,30 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), ExitCode> {
     }
 }
 
+/// The live cluster, listed once.
+fn read_cluster(args: &ExplainArgs) -> Result<palisade::index::ClusterIndex, ExitCode> {
+    let unreachable = |error: palisade::k8s::SourceError| {
+        tracing::error!("cannot read the cluster: {error}");
+        ExitCode::from(EXIT_INVALID_INPUT)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            tracing::error!(%error, "cannot start the client runtime");
+            ExitCode::from(EXIT_INVALID_INPUT)
+        })?;
+    let manifests = runtime.block_on(async {
+        let client = palisade::k8s::client_from(args.kubeconfig.as_deref()).await?;
+        palisade::k8s::snapshot(&client, args.calico_api.into()).await
+    });
+    let manifests = manifests.map_err(unreachable)?;
+    for warning in &manifests.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(manifests.into_index())
+}
+
 pub fn explain(args: &ExplainArgs) -> ExitCode {
     match run(args) {
         Ok(code) | Err(code) => code,
@@ -37,7 +61,11 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
 
 fn run(args: &ExplainArgs) -> Result<ExitCode, ExitCode> {
     let config = super::compiler_config(&args.marks)?;
-    let index = super::load(&args.manifests)?.into_index();
+    let index = if args.manifests.is_empty() {
+        read_cluster(args)?
+    } else {
+        super::load(&args.manifests)?.into_index()
+    };
     let failed = |error: explain::ExplainError| {
         tracing::error!("invalid input: {error}");
         ExitCode::from(EXIT_INVALID_INPUT)

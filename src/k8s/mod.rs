@@ -14,6 +14,7 @@ pub mod crds;
 pub mod discovery;
 mod events;
 mod kubernetes;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -33,6 +34,7 @@ use crate::model::calico::ApiGroup;
 
 pub use discovery::{discover, CalicoApi, Served};
 pub use events::POLICY_INVALID_REASON;
+pub use snapshot::snapshot;
 
 /// How often an agent that found no Calico group looks for one again.
 const CALICO_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
@@ -41,10 +43,32 @@ const CALICO_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 pub enum SourceError {
     #[error("no usable Kubernetes configuration (kubeconfig or in-cluster): {0}")]
     Config(#[from] kube::Error),
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("the API server does not answer")]
+    Unreachable,
+    #[error("listing {kind}: {source}")]
+    List { kind: String, source: kube::Error },
 }
 
 pub async fn client() -> Result<Client, SourceError> {
     Ok(Client::try_default().await?)
+}
+
+/// A client from this kubeconfig file, or as [`client`] does without one.
+pub async fn client_from(kubeconfig: Option<&std::path::Path>) -> Result<Client, SourceError> {
+    let Some(path) = kubeconfig else {
+        return client().await;
+    };
+    let failed = |message: String| SourceError::Kubeconfig {
+        path: path.display().to_string(),
+        message,
+    };
+    let file = kube::config::Kubeconfig::read_from(path).map_err(|e| failed(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    Client::try_from(config).map_err(SourceError::Config)
 }
 
 /// What the watchers share.
