@@ -12,6 +12,10 @@
 //!   changes of Calico objects, service accounts, pods, namespaces and Kubernetes policies, alone
 //!   or batched, must hold exactly the state a from-scratch compile gives.
 //!
+//! * `explain_agrees_with_the_interpreter_and_the_reference`: `palisade explain` on every pod
+//!   pair gives the reference verdict and names the rule the interpreter stopped at.
+//! * `logging_never_changes_a_verdict_and_audit_lets_through_exactly_what_it_flags`.
+//!
 //! `PROPTEST_CASES` overrides the number of cases.
 
 #[allow(dead_code)] // Shared with the Kubernetes property tests; each uses a part.
@@ -23,6 +27,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use palisade::compiler::{compile, CompilerConfig, DesiredState, Marks, NodeCompiler};
+use palisade::explain::Endpoint as ExplainEndpoint;
 use palisade::index::{Change, ClusterIndex};
 use palisade::model::calico::CalicoResource;
 use palisade::model::{Enforcement, Family, NodeDenials, ObjectKey, Protocol};
@@ -231,6 +236,119 @@ fn calico_rules_follow_the_spec() {
         "calico property: {cases} clusters, {} policies and Calico objects, {} packets checked in {:.1?}",
         objects.get(),
         packets.get(),
+        started.elapsed()
+    );
+}
+
+// ---- explain ---------------------------------------------------------------------------------
+
+/// `palisade explain` on every pod pair of a random cluster, for ported protocols: its verdict
+/// must be the interpreter's and the reference evaluator's, each node's verdict the
+/// interpreter's on that node, and a denying walk must name the rule the interpreter stopped at.
+fn check_explain(cluster: &Cluster) -> Result<usize, String> {
+    let index = cluster.index();
+    let config = CompilerConfig::default();
+    let states = compile_nodes(&index);
+    let pods: Vec<Endpoint<'_>> = cluster.pods.values().map(Endpoint::Pod).collect();
+    let mut checked = 0;
+    for src in &pods {
+        for dst in &pods {
+            let (Endpoint::Pod(a), Endpoint::Pod(b)) = (src, dst) else {
+                continue;
+            };
+            if a.key == b.key {
+                continue;
+            }
+            // The addresses explain uses: the source's first that has a peer of its family.
+            let Some((s, d)) = a.ips.iter().find_map(|s| {
+                b.ips
+                    .iter()
+                    .find(|d| Family::of(d) == Family::of(s))
+                    .map(|d| (*s, *d))
+            }) else {
+                continue;
+            };
+            let family = Family::of(&s);
+            for protocol in Protocol::ALL {
+                for port in [80, 443] {
+                    let packet = Packet::ported(s, d, protocol, port);
+                    let explanation = palisade::explain::explain(
+                        &index,
+                        &ExplainEndpoint::Pod(a.key.clone()),
+                        &ExplainEndpoint::Pod(b.key.clone()),
+                        protocol,
+                        port,
+                        &config,
+                    )
+                    .map_err(|e| format!("explain {} -> {}: {e}", a.key, b.key))?;
+                    checked += 1;
+                    let expected = calico_reference::allowed(cluster, src, dst, &packet);
+                    let what = || {
+                        format!(
+                            "\n{} -> {}: {packet}: reference {}, explain {}\n{}\n---- cluster ----\n{}",
+                            a.key,
+                            b.key,
+                            verdict_word(expected),
+                            verdict_word(explanation.allowed),
+                            explanation.text(),
+                            cluster.describe()
+                        )
+                    };
+                    if explanation.allowed != expected {
+                        return Err(what());
+                    }
+                    for walk in &explanation.walks {
+                        let state = states[walk.node.as_str()].family(family);
+                        let mut fired = Vec::new();
+                        let accepted =
+                            iptables::forward_accepts(state, family, &packet, &mut fired)?;
+                        if accepted != walk.allowed {
+                            return Err(format!(
+                                "on {}: interpreter {accepted}{}",
+                                walk.node,
+                                what()
+                            ));
+                        }
+                        if !accepted {
+                            let stopped = fired.iter().rev().find(|f| f.decisive).and_then(|f| {
+                                let rule = state.chains.get(&f.chain)?.rules.get(f.index)?;
+                                Some(format!("-A {} {}", f.chain, render::rule_spec(rule)))
+                            });
+                            if walk.kernel_rule != stopped {
+                                return Err(format!(
+                                    "on {}: explain names {:?}, the interpreter stopped at {stopped:?}{}",
+                                    walk.node,
+                                    walk.kernel_rule,
+                                    what()
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(checked)
+}
+
+#[test]
+fn explain_agrees_with_the_interpreter_and_the_reference() {
+    let started = Instant::now();
+    let config = config(96);
+    let cases = config.cases;
+    let mut runner = TestRunner::new(config);
+    let checked = std::cell::Cell::new(0usize);
+    let result = runner.run(&calico_gen::cluster(), |cluster| {
+        let n = check_explain(&cluster).map_err(TestCaseError::fail)?;
+        checked.set(checked.get() + n);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    eprintln!(
+        "explain property: {cases} clusters, {} connections explained in {:.1?}",
+        checked.get(),
         started.elapsed()
     );
 }
