@@ -267,6 +267,7 @@ fn body(run: &RunDir) -> Result<()> {
 
     // A flood: the first datagram's line, then one summary when the window ends.
     let target = format!("udp:{}:53", address(&cluster, "web/server")?);
+    let cpu_before = agent.cpu_time()?;
     let flood_started = Instant::now();
     netprobe_send(&cluster, "web/b", &target, 10_000)?;
     let flood_took = flood_started.elapsed();
@@ -276,11 +277,12 @@ fn body(run: &RunDir) -> Result<()> {
         .filter(|l| l["protocol"] == "UDP")
         .collect();
     let logged: u64 = udp.iter().filter_map(|l| l["packets"].as_u64()).sum();
+    let cpu = agent.cpu_time()?.saturating_sub(cpu_before);
     let metrics = agent.metrics()?;
     let overruns = metrics.require("palisade_denied_flow_overruns_total", &[])?;
     let suppressed = metrics.require("palisade_denied_flow_lines_suppressed_total", &[])?;
     println!(
-        "  flood of 10000 datagrams in {flood_took:?}: {} lines accounting for {logged} packets (overruns {overruns}, suppressed lines {suppressed})",
+        "  flood of 10000 datagrams in {flood_took:?}: {} lines accounting for {logged} packets (overruns {overruns}, suppressed lines {suppressed}); agent CPU meanwhile {cpu:?}",
         udp.len()
     );
     if udp.is_empty() || udp.len() > 3 {

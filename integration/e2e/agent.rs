@@ -144,6 +144,24 @@ impl Agent {
         self.child.is_some()
     }
 
+    /// CPU time the agent process has used (user and system), from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let child = self.child.as_ref().context("the agent is not running")?;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id()))?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<u64> {
+            fields
+                .get(i)
+                .and_then(|f| f.parse().ok())
+                .with_context(|| format!("no field {i} in {stat:?}"))
+        };
+        // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name; the
+        // kernel counts them in USER_HZ, 100 per second on Linux.
+        Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+    }
+
     /// `GET path` on the agent's metrics address: status code and body.
     pub fn http_get(&self, path: &str) -> Result<(u16, String)> {
         let finished = proc::run_limited(
