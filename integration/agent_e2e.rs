@@ -1628,6 +1628,11 @@ fn apiserver_agents_end_to_end() {
             break;
         }
     }
+    for agent in &world.agents {
+        if let Ok(cpu) = agent.cpu_time() {
+            world.report.note(format!("{}: {cpu:?} of CPU in this start", agent.node));
+        }
+    }
     for agent in &mut world.agents {
         if agent.is_started() {
             match agent.stop() {
