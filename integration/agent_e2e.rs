@@ -1630,7 +1630,9 @@ fn apiserver_agents_end_to_end() {
     }
     for agent in &world.agents {
         if let Ok(cpu) = agent.cpu_time() {
-            world.report.note(format!("{}: {cpu:?} of CPU in this start", agent.node));
+            world
+                .report
+                .note(format!("{}: {cpu:?} of CPU in this start", agent.node));
         }
     }
     for agent in &mut world.agents {
