@@ -24,7 +24,6 @@ use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -277,7 +276,10 @@ pub struct Cluster {
     pub objects: BTreeMap<String, Value>,
     next_veth: usize,
     /// Source ports handed to UDP probes, so no probe repeats an earlier probe's 5-tuple.
-    pub(crate) udp_port_cursor: AtomicU32,
+    /// Per source: a UDP 5-tuple includes the source address, so each source has the whole
+    /// range to itself, and conntrack's entry of an earlier probe is long gone before a port
+    /// comes round again.
+    pub(crate) udp_port_cursors: std::sync::Mutex<BTreeMap<super::probe::Source, u32>>,
 }
 
 impl Cluster {
@@ -307,7 +309,7 @@ impl Cluster {
             manifest_only_pods: BTreeMap::new(),
             objects: BTreeMap::new(),
             next_veth: 0,
-            udp_port_cursor: AtomicU32::new(0),
+            udp_port_cursors: std::sync::Mutex::default(),
         };
         cluster.create_fabric()?;
         for index in 1..=node_count {
@@ -710,11 +712,23 @@ impl Cluster {
 
     /// Hands out `count` UDP source ports no recent probe used. Ports stay below the kernel's
     /// ephemeral range (32768 up), so they never clash with ports the kernel picks itself.
-    pub(crate) fn allocate_udp_source_ports(&self, count: usize) -> u16 {
+    pub(crate) fn allocate_udp_source_ports(
+        &self,
+        source: &super::probe::Source,
+        count: usize,
+    ) -> u16 {
         const FIRST: u32 = 20_000;
         const SPAN: u32 = 12_000;
         let count = u32::try_from(count).unwrap_or(SPAN).min(SPAN);
-        let start = self.udp_port_cursor.fetch_add(count, Ordering::Relaxed) % SPAN;
+        let start = match self.udp_port_cursors.lock() {
+            Ok(mut cursors) => {
+                let cursor = cursors.entry(source.clone()).or_insert(0);
+                let start = *cursor % SPAN;
+                *cursor = cursor.wrapping_add(count);
+                start
+            }
+            Err(_) => 0,
+        };
         let start = if start + count > SPAN { 0 } else { start };
         // FIRST + SPAN < u16::MAX, so the conversion cannot fail.
         u16::try_from(FIRST + start).unwrap_or(20_000)

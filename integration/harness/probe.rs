@@ -269,7 +269,7 @@ impl Cluster {
                 .args([
                     "--udp-source-port-base",
                     &self
-                        .allocate_udp_source_ports(group.len().max(udp_count))
+                        .allocate_udp_source_ports(&source, group.len().max(udp_count))
                         .to_string(),
                 ])
                 .args(group.iter().map(|p| p.netprobe_target()))
