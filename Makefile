@@ -9,7 +9,14 @@ export CARGO_TERM_COLOR ?= never
 # nextest runs each test in its own process, in parallel; plain cargo test is the fallback.
 TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo "test --no-fail-fast")
 
-.PHONY: build lint test test-rust bench bench-quick demo apiserver chart-tools test-chart manifests image kind-e2e
+# iptables, ipset and iproute2: installed (as root on Debian) or named, before anything runs.
+kernel-tools:
+	integration/kernel-tools.sh
+
+test-tools:
+	integration/kernel-tools.sh --for-tests
+
+.PHONY: kernel-tools test-tools build lint test test-rust bench bench-quick demo apiserver chart-tools test-chart manifests image kind-e2e
 
 build:
 	$(CARGO) build --release --bins
@@ -22,7 +29,7 @@ lint:
 apiserver:
 	integration/apiserver/build.sh >/dev/null
 
-test: lint apiserver test-rust bench-quick test-chart
+test: test-tools lint apiserver test-rust bench-quick test-chart
 
 test-rust:
 	$(CARGO) build --release --all-targets
@@ -42,7 +49,7 @@ bench-quick:
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench render
 
 # The seed walkthrough with real packets between network namespaces (root).
-demo:
+demo: kernel-tools
 	$(CARGO) build --release --bins --example demo
 	target/release/examples/demo
 
