@@ -929,9 +929,9 @@ fn phase_invalid_policy(world: &mut World) -> Result<()> {
         accepted.trim()
     ));
 
-    // The Event, from each agent (reporting instance = node), and the metric.
+    // One Event for this version of the policy, though both agents read it, and the metric.
     let started = Instant::now();
-    let (new_api, core) = loop {
+    let (new_api, _) = loop {
         let (new_api, core) = policy_invalid_events(world, "peer-broken")?;
         if !new_api.is_empty() && !core.is_empty() {
             break (new_api, core);
@@ -952,6 +952,24 @@ fn phase_invalid_policy(world: &mut World) -> Result<()> {
         if event["type"] != "Warning" {
             bail!("PolicyInvalid event is not a Warning: {event}");
         }
+    }
+    // Both agents have reported by the time both count the policy invalid.
+    for node in [1, 2] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while world.metric(node, "palisade_policies_invalid", &[])? != 1.0 {
+            if Instant::now() > deadline {
+                bail!("node-{node} does not count the invalid policy");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (new_api, core) = policy_invalid_events(world, "peer-broken")?;
+    if new_api.len() != 1 {
+        bail!(
+            "{} PolicyInvalid Events for one version of web/peer-broken from two agents: {new_api:?}",
+            new_api.len()
+        );
     }
     let instances: Vec<String> = new_api
         .iter()

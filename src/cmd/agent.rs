@@ -105,7 +105,6 @@ async fn run(args: AgentArgs) -> ExitCode {
             tracing::info!(node = %args.node, calico = served.calico.map(|g| g.as_str()), "agent watching the API server");
             tokio::spawn(palisade::k8s::run(
                 client,
-                args.node.clone(),
                 choice,
                 served,
                 sender.clone(),

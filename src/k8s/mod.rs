@@ -172,14 +172,13 @@ impl Watchers {
 /// (the agent waits for exactly those kinds before its first sync).
 pub async fn run(
     client: Client,
-    node: String,
     choice: CalicoApi,
     served: Served,
     sender: Sender<AgentMessage>,
     metrics: Arc<Metrics>,
 ) {
     let watchers = Watchers {
-        events: events::Publisher::new(client.clone(), node),
+        events: events::Publisher::new(client.clone()),
         client,
         sender,
         metrics,
