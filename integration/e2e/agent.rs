@@ -32,6 +32,10 @@ pub struct Agent {
     pub debounce: String,
     /// More flags, after the ones every test passes.
     pub extra_args: Vec<String>,
+    /// `--backend`: nft unless a test needs the other.
+    pub backend: String,
+    /// More environment for the agent (and the restore commands it runs).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     /// How often the agent was started.
     pub starts: u32,
@@ -55,6 +59,8 @@ impl Agent {
             refresh_interval: refresh_interval.to_string(),
             debounce: "100ms".to_string(),
             extra_args: Vec::new(),
+            backend: "nft".to_string(),
+            env: Vec::new(),
             child: None,
             starts: 0,
         }
@@ -78,8 +84,9 @@ impl Agent {
             .args(["--metrics-addr", METRICS_ADDRESS])
             .args(["--refresh-interval", &self.refresh_interval])
             .args(["--debounce", &self.debounce])
-            .args(["--backend", "nft"])
+            .args(["--backend", &self.backend])
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .env_remove("NODE_NAME")
             .stdin(Stdio::null())
