@@ -102,9 +102,13 @@ net_setup() {
     ip -n "$NETNS" addr add "$NS_ADDR/30" dev "$VETH_NS" && ip -n "$NETNS" link set "$VETH_NS" up
 }
 # True while the agent we started is alive (not yet exited, or a zombie).
+# One read of its state: a zombie that bash reaps between two reads must not look alive
+# (an empty state is "gone", not "not a zombie").
 agent_alive() {
-    [[ -n "$AGENT_PID" && -r "/proc/$AGENT_PID/stat" ]] \
-        && [[ "$(awk '{print $3}' "/proc/$AGENT_PID/stat" 2>/dev/null)" != Z ]]
+    local state
+    [[ -n "$AGENT_PID" ]] || return 1
+    state=$(awk '{print $3}' "/proc/$AGENT_PID/stat" 2>/dev/null) || return 1
+    [[ -n "$state" && "$state" != Z ]]
 }
 # stop_agent SIGNAL SECONDS: signal our agent, wait for it, reap it. Sets
 # agent_rc to its exit status (or 255 if it had to be killed).
@@ -112,13 +116,20 @@ stop_agent() {
     local i
     agent_rc=""
     [[ -n "$AGENT_PID" ]] || return 0
-    # $AGENT_PID is our own unreaped child, so the pid cannot have been reused.
+    # bash reaps a background child as soon as it exits and keeps its status for `wait`;
+    # until then the pid cannot be reused.
     kill -"$1" "$AGENT_PID" 2>/dev/null
     for ((i = 0; i < $2 * 10; i++)); do
         agent_alive || break
         sleep 0.1
     done
     if agent_alive; then
+        # Where it is stuck, for the report: each thread's name, state and kernel wait.
+        local task
+        for task in /proc/"$AGENT_PID"/task/*; do
+            echo "still running: thread $(<"$task/comm") state $(awk '{print $3}' "$task/stat") wchan $(<"$task/wchan")"
+            [[ -r "$task/stack" ]] && sed 's/^/    /' "$task/stack"
+        done >>"$WORK/agent.log" 2>/dev/null
         kill -KILL "$AGENT_PID" 2>/dev/null
         wait "$AGENT_PID" 2>/dev/null
         agent_rc=255
@@ -609,7 +620,7 @@ YAML
         pass "SIGTERM: agent exits 0 ('Palisade's rules stay in place')"
     else
         fail "SIGTERM: agent exits 0 and logs that the rules stay (exit status $agent_rc)"
-        tail -n 5 "$WORK/agent.log" | cut -c1-400 | sed 's/^/    /'
+        grep -A 1000 'shutting down' "$WORK/agent.log" | head -n 40 | cut -c1-400 | sed 's/^/    /'
     fi
     check "after exit the netns still has PAL-FORWARD, its FORWARD hook, $POD_CHAIN and $POD2_CHAIN" \
         netns_has ":PAL-FORWARD *" "-A FORWARD *-j PAL-FORWARD" "-A PAL-FORWARD -d $POD_IP/32 *-j $POD_CHAIN" \

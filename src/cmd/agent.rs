@@ -16,6 +16,8 @@ use crate::cli::AgentArgs;
 
 /// How often the manifest-directory source looks for changes.
 const MANIFEST_POLL: Duration = Duration::from_millis(200);
+/// How long the last tasks get to finish after the sync thread stopped.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 pub fn agent(args: AgentArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -29,7 +31,13 @@ pub fn agent(args: AgentArgs) -> ExitCode {
             return ExitCode::from(EXIT_KERNEL_FAILURE);
         }
     };
-    runtime.block_on(run(args))
+    let code = runtime.block_on(run(args));
+    // The sync thread has stopped, so the kernel's rules are final. What is left in the runtime
+    // (watch streams, the metrics server, requests in flight) has nothing more to do, and must
+    // not hold the exit that Kubernetes waits for with SIGKILL ready.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    tracing::info!("stopped");
+    code
 }
 
 async fn run(args: AgentArgs) -> ExitCode {
