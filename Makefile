@@ -16,7 +16,7 @@ kernel-tools:
 test-tools:
 	integration/kernel-tools.sh --for-tests
 
-.PHONY: kernel-tools test-tools build lint test test-rust bench bench-quick demo apiserver chart-tools test-chart manifests image kind-e2e
+.PHONY: kernel-tools test-tools build lint test test-rust bench bench-quick fuzz demo apiserver chart-tools test-chart manifests image kind-e2e
 
 build:
 	$(CARGO) build --release --bins
@@ -47,6 +47,12 @@ bench-quick:
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench agent
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench apply
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench render
+
+# Coverage-guided fuzzing of the parsers (AFL++), FUZZ_SECONDS per target (default 600);
+# crashes land in fuzz/regressions/, which `make test` replays.
+FUZZ_SECONDS ?= 600
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
 # The seed walkthrough with real packets between network namespaces (root).
 demo: kernel-tools

@@ -7,6 +7,7 @@ pub mod counters;
 pub mod dataplane;
 pub mod explain;
 pub mod flowlog;
+pub mod fuzzing;
 pub mod index;
 pub mod k8s;
 pub mod manifest;

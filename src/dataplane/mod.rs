@@ -44,6 +44,16 @@ pub use recording::{RecordedCall, RecordingRunner};
 pub use restore::{Stage, HOOK_RULE};
 pub use verify::Drift;
 
+/// The `iptables-save` parser on arbitrary text, for the fuzz targets: how many chains it read.
+pub fn parse_filter_save_for_fuzzing(text: &str) -> usize {
+    iptables_save::parse_filter_save(text).chains.len()
+}
+
+/// The `ipset save` parser on arbitrary text, for the fuzz targets: how many sets it read.
+pub fn parse_ipset_save_for_fuzzing(text: &str) -> usize {
+    ipset_save::parse_ipset_save(text).len()
+}
+
 /// The kernel side of Palisade for one node and one iptables backend.
 pub struct Dataplane {
     runner: Arc<dyn CommandRunner>,

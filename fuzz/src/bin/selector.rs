@@ -1,0 +1,6 @@
+//! AFL++ target: `palisade::fuzzing::selector` on each input.
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        palisade::fuzzing::selector(data);
+    });
+}
