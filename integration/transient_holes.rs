@@ -10,6 +10,11 @@
 //! evaluators). A probe may match any state in force at some moment of its lifetime; one
 //! that matches none is a wrong verdict, and there must be none, on either backend.
 //!
+//! The same with SIGKILL: 20 changes whose `palisade apply` is killed at a random moment of
+//! its run (mid-restore, say), each followed by a fresh apply that reads what the kernel was
+//! left with, as a restarted agent's first sync does. Until that apply ends, a probe may see
+//! the old or the new state and nothing else.
+//!
 //! Needs root (network namespaces); without it the test prints "skipping: needs root".
 
 #[path = "harness/mod.rs"]
@@ -43,6 +48,8 @@ fn changes() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(CHANGES)
 }
+/// A killed apply gets SIGKILL this long after its start at most: an apply takes 20-170 ms.
+const KILL_WITHIN_MS: usize = 50;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 const ROLES: [&str; 3] = ["x", "y", "z"];
 
@@ -264,14 +271,26 @@ struct State {
     change: String,
 }
 
+/// How each change reaches the kernel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One `palisade apply`.
+    Apply,
+    /// A `palisade apply` killed with SIGKILL at a random moment of its run, then a fresh one
+    /// that reads the kernel, as a restarted agent's first sync does.
+    KillMidApply,
+}
+
 struct Outcome {
+    /// Kills that hit an apply still running (the others came after it had finished).
+    killed_running: usize,
     probes: usize,
     straddling: usize,
     wrong: Vec<String>,
     apply_ms: Vec<u128>,
 }
 
-fn run_backend(backend: Backend) -> Result<Outcome> {
+fn run_backend(backend: Backend, mode: Mode, count: usize) -> Result<Outcome> {
     let mut cluster = Cluster::new(binaries(), "paltr", 1)?;
     cluster.add_pods(pods())?;
     let probes = cluster.matrix_probes(false)?;
@@ -288,6 +307,7 @@ fn run_backend(backend: Backend) -> Result<Outcome> {
     let rounds: Arc<Mutex<Vec<Round>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut apply_ms = Vec::new();
+    let mut killed_running = 0;
     // The prober reads the cluster (its namespaces) while the changes edit its model: a change
     // waits for the round in flight, its apply runs alongside the next one.
     let shared = RwLock::new(cluster);
@@ -317,7 +337,7 @@ fn run_backend(backend: Backend) -> Result<Outcome> {
             })
         };
         let mut run = || -> Result<()> {
-            for _ in 0..changes() {
+            for _ in 0..count {
                 let (change, allowed) = {
                     let mut cluster = shared.write().map_err(|_| anyhow!("poisoned"))?;
                     let change = mutate(&mut cluster, &mut rng)?;
@@ -329,6 +349,12 @@ fn run_backend(backend: Backend) -> Result<Outcome> {
                 let started = Instant::now();
                 {
                     let cluster = shared.read().map_err(|_| anyhow!("poisoned"))?;
+                    if mode == Mode::KillMidApply {
+                        let after = Duration::from_millis(rng.below(KILL_WITHIN_MS) as u64);
+                        if manifests::apply_killed(&cluster, backend, after)? {
+                            killed_running += 1;
+                        }
+                    }
                     manifests::apply(&cluster, backend).with_context(|| change.clone())?;
                 }
                 let ended = Instant::now();
@@ -359,6 +385,7 @@ fn run_backend(backend: Backend) -> Result<Outcome> {
 
     let rounds = rounds.lock().map_err(|_| anyhow!("poisoned"))?;
     let mut outcome = Outcome {
+        killed_running,
         probes: 0,
         straddling: 0,
         wrong: Vec::new(),
@@ -397,9 +424,9 @@ fn run_backend(backend: Backend) -> Result<Outcome> {
     Ok(outcome)
 }
 
-#[test]
-fn no_probe_sees_a_verdict_of_neither_state_during_200_changes() {
-    let test = "no_probe_sees_a_verdict_of_neither_state_during_200_changes";
+/// Runs `count` changes in `mode` on each backend (`PALISADE_TRANSIENT_BACKEND` picks one) and
+/// fails on any wrong verdict.
+fn check_backends(test: &str, mode: Mode, count: usize) {
     if !netns::is_root() {
         println!("skipping {test}: needs root");
         return;
@@ -410,14 +437,20 @@ fn no_probe_sees_a_verdict_of_neither_state_during_200_changes() {
         if !only.is_empty() && only != backend.as_str() {
             continue;
         }
-        match run_backend(backend) {
+        match run_backend(backend, mode, count) {
             Ok(outcome) => {
                 let mut apply = outcome.apply_ms.clone();
                 apply.sort_unstable();
+                let kills = match mode {
+                    Mode::Apply => String::new(),
+                    Mode::KillMidApply => format!(
+                        ", {} of {count} SIGKILLs hit a running apply",
+                        outcome.killed_running
+                    ),
+                };
                 println!(
-                    "{}: {} changes, {} probes ({} during an apply), {} wrong; apply median {} ms, worst {} ms",
+                    "{}: {count} changes{kills}, {} probes ({} during an apply), {} wrong; apply median {} ms, worst {} ms",
                     backend.as_str(),
-                    changes(),
                     outcome.probes,
                     outcome.straddling,
                     outcome.wrong.len(),
@@ -437,4 +470,26 @@ fn no_probe_sees_a_verdict_of_neither_state_during_200_changes() {
         }
     }
     assert!(failures.is_empty(), "{test}:\n{}", failures.join("\n\n"));
+}
+
+#[test]
+fn no_probe_sees_a_verdict_of_neither_state_during_200_changes() {
+    check_backends(
+        "no_probe_sees_a_verdict_of_neither_state_during_200_changes",
+        Mode::Apply,
+        changes(),
+    );
+}
+
+/// The apply of each change is killed with SIGKILL at a random moment, 20 times; the fresh
+/// apply after it (what a restarted agent does first) reads whatever the kernel was left with.
+/// Its time counts as part of the change: a probe then may see the old or the new state, and
+/// nothing else. (The apply measured is the recovering one.)
+#[test]
+fn sigkill_in_the_middle_of_an_apply_never_lets_through_what_neither_state_allows() {
+    check_backends(
+        "sigkill_in_the_middle_of_an_apply_never_lets_through_what_neither_state_allows",
+        Mode::KillMidApply,
+        20,
+    );
 }

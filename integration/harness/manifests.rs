@@ -155,6 +155,37 @@ pub fn apply(cluster: &Cluster, backend: Backend) -> Result<Vec<NodeOutput>> {
     result
 }
 
+/// Starts `palisade apply` on the first node and sends it SIGKILL `after` its start, as a
+/// node losing its agent mid-sync would. Whether it was still running when killed; the restore
+/// tool it had started, if any, runs on, as it would then.
+pub fn apply_killed(
+    cluster: &Cluster,
+    backend: Backend,
+    after: std::time::Duration,
+) -> Result<bool> {
+    let node = cluster.nodes.first().context("the cluster has no node")?;
+    let dir = tempfile::Builder::new()
+        .prefix("palisade-manifests-")
+        .tempdir()
+        .context("creating a manifest directory")?;
+    write(cluster, dir.path())?;
+    let mut child = netns::in_netns(&node.netns, &cluster.binaries.palisade)
+        .arg("apply")
+        .arg("--manifests")
+        .arg(dir.path())
+        .args(["--node", &node.name, "--backend", backend.as_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting palisade apply")?;
+    std::thread::sleep(after);
+    let running = child.try_wait()?.is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(running)
+}
+
 /// Runs `palisade cleanup` in every node namespace.
 pub fn cleanup(cluster: &Cluster, backend: Backend) -> Result<Vec<NodeOutput>> {
     run_on_every_node(cluster, |_| {
