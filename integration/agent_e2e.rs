@@ -1431,6 +1431,17 @@ fn phase_apiserver_outage(world: &mut World) -> Result<()> {
             scope.spawn(|| verdicts::sample(cluster, &probes, sampling, &stop, |_| false));
         let actions = (|| -> Result<()> {
             std::thread::sleep(Duration::from_secs(1));
+            // Objects no agent watches move etcd's revision past every watch's
+            // resourceVersion; the compaction below then makes each resumed watch 410 Gone.
+            for i in 0..5 {
+                api.kubectl(&[
+                    "-n",
+                    "default",
+                    "create",
+                    "configmap",
+                    &format!("outage-{i}"),
+                ])?;
+            }
             let stopping = Instant::now();
             let said = api.stop_apiserver()?;
             let down = Instant::now();
@@ -1456,6 +1467,11 @@ fn phase_apiserver_outage(world: &mut World) -> Result<()> {
                 }
                 std::thread::sleep(Duration::from_millis(250));
             }
+            let compacted = api.compact_etcd()?;
+            notes.push(format!(
+                "etcd compacted to revision {compacted} while the apiserver was down"
+            ));
+            marks.push(("etcd compacted", start.elapsed()));
             let ready_while_down = answers.iter().filter(|c| **c == 200).count();
             notes.push(format!(
                 "node-1 agent restarted during the outage ({status} on SIGTERM); /readyz while the apiserver was down: {} x 503, {} x 200",
@@ -1587,6 +1603,28 @@ fn phase_apiserver_outage(world: &mut World) -> Result<()> {
     ));
     if watch_errors_after <= watch_errors_before {
         bail!("node-2's agent counted no watch error during a 10 s apiserver outage");
+    }
+    // Its watches resumed from resourceVersions etcd no longer has: each must have been told
+    // so (410 Gone) and listed again, which the change above proves took effect.
+    let node2 = world
+        .agents
+        .iter()
+        .find(|a| a.node == "node-2")
+        .ok_or_else(|| anyhow!("no agent on node-2"))?;
+    let relists = node2.metrics()?.sum("palisade_watch_relists_total");
+    let log = node2.log_text();
+    let gone = log
+        .lines()
+        .filter(|l| l.contains("410") || l.contains("too old resource version"))
+        .count();
+    world.report.note(format!(
+        "node-2's log: {gone} watch errors saying 410 / too old resource version after the compaction; palisade_watch_relists_total {relists}"
+    ));
+    if gone == 0 {
+        bail!("node-2's log does not say that a watch ended with 410 Gone after the compaction");
+    }
+    if relists < 1.0 {
+        bail!("node-2's palisade_watch_relists_total did not count the listings after 410 Gone");
     }
     world.delete_policies()
 }

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub policies: IntGauge,
     pub policies_invalid: IntGauge,
     pub watch_events: IntCounterVec,
+    pub watch_relists: IntCounterVec,
     pub drift_repairs: IntCounter,
     pub kernel_reads: IntCounter,
     pub syncs_without_changes: IntCounter,
@@ -121,6 +122,11 @@ impl Metrics {
                 "NetworkPolicies that could not be compiled; they isolate their pods and allow nothing.",
             )?,
             watch_events: counter_vec("palisade_watch_events_total", "Watch events received, by kind.", "kind")?,
+            watch_relists: counter_vec(
+                "palisade_watch_relists_total",
+                "Listings after the first, by kind: a watch whose resourceVersion expired (410 Gone) or could not resume.",
+                "kind",
+            )?,
             drift_repairs: IntCounter::new(
                 "palisade_drift_repairs_total",
                 "Chains, sets and hooks the periodic refresh found changed behind Palisade's back and repaired.",
@@ -209,6 +215,7 @@ impl Metrics {
             Box::new(self.policies.clone()),
             Box::new(self.policies_invalid.clone()),
             Box::new(self.watch_events.clone()),
+            Box::new(self.watch_relists.clone()),
             Box::new(self.drift_repairs.clone()),
             Box::new(self.kernel_reads.clone()),
             Box::new(self.syncs_without_changes.clone()),

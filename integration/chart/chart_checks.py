@@ -54,6 +54,7 @@ AGENT_METRICS = {
     "palisade_policies": "gauge",
     "palisade_policies_invalid": "gauge",
     "palisade_watch_events_total": "counter",
+    "palisade_watch_relists_total": "counter",
     "palisade_drift_repairs_total": "counter",
     "palisade_last_successful_sync_timestamp_seconds": "gauge",
     "palisade_policy_rule_packets_total": "counter",

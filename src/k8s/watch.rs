@@ -79,9 +79,21 @@ pub(super) async fn watch<K, T>(
 {
     let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
     let mut backoff = Backoff::new();
+    let mut listings = 0_u64;
     while let Some(event) = stream.next().await {
         let out = match event {
-            Ok(Event::Init) => continue,
+            Ok(Event::Init) => {
+                listings += 1;
+                if listings > 1 {
+                    metrics.watch_relists.with_label_values(&[kind]).inc();
+                    tracing::info!(
+                        kind,
+                        listings,
+                        "listing again: the watch could not resume from where it was (410 Gone, or the server lost its history)"
+                    );
+                }
+                continue;
+            }
             Ok(Event::InitApply(object)) => {
                 translate.list_item(&object);
                 continue;
