@@ -1618,7 +1618,7 @@ fn phase_apiserver_outage(world: &mut World) -> Result<()> {
         .filter(|l| l.contains("410") || l.contains("too old resource version"))
         .count();
     world.report.note(format!(
-        "node-2's log: {gone} watch errors saying 410 / too old resource version after the compaction; palisade_watch_relists_total {relists}"
+        "node-2's log: {gone} lines saying 410 Gone / too old resource version after the compaction; palisade_watch_relists_total {relists}"
     ));
     if gone == 0 {
         bail!("node-2's log does not say that a watch ended with 410 Gone after the compaction");

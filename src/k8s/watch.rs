@@ -101,6 +101,18 @@ pub(super) async fn watch<K, T>(
             Ok(Event::InitDone) => vec![translate.listed()],
             Ok(Event::Apply(object)) => translate.applied(&object),
             Ok(Event::Delete(object)) => translate.deleted(&object),
+            // The server no longer has the history the watch would resume from (an etcd
+            // compaction, a fresh watch cache): the watcher lists again at once. Routine, so
+            // not a failure; the listing after it is counted.
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                tracing::info!(
+                    kind,
+                    reason = %status.reason,
+                    message = %status.message,
+                    "watch expired (410 Gone); listing again"
+                );
+                continue;
+            }
             Err(error) => {
                 metrics.sync_errors.with_label_values(&["watch"]).inc();
                 tracing::warn!(
