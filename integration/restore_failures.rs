@@ -26,45 +26,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
 
 use e2e::agent::{ipsets, Agent, Source as AgentSource};
-use e2e::{binaries, kube, pod_spec, RunDir};
-use harness::cluster::{Cluster, Family, Proto};
+use e2e::one_server::{self, allow_from, connects, ready, restore_errors};
+use e2e::{binaries, kube, RunDir};
+use harness::cluster::{Cluster, Family};
 use harness::netns;
-use harness::probe::Source;
 
-fn allow_from(roles: &[&str]) -> Value {
-    kube::policy(
-        "web",
-        "server-ingress",
-        json!({
-            "podSelector": {"matchLabels": {"app": "server"}},
-            "ingress": [{
-                "from": [{"podSelector": {"matchExpressions": [
-                    {"key": "role", "operator": "In", "values": roles},
-                ]}}],
-                "ports": [{"protocol": "TCP", "port": 80}],
-            }],
-        }),
-    )
-}
-
-fn connects(cluster: &Cluster, from: &str) -> Result<bool> {
-    Ok(cluster
-        .probe_one(
-            Source::Pod(from.to_string()),
-            "web/server",
-            Proto::Tcp,
-            80,
-            Family::V4,
-            Duration::from_millis(300),
-        )?
-        .verdict
-        .is_connected())
-}
-
-/// a and b as `state` says they should connect, or an error naming the one that does not.
+/// Whether a and b connect as `a` and `b` say, or an error naming the one that does not.
 fn check_verdicts(cluster: &Cluster, a: bool, b: bool, when: &str) -> Result<()> {
     for (pod, want) in [("web/a", a), ("web/b", b)] {
         if connects(cluster, pod)? != want {
@@ -77,15 +46,19 @@ fn check_verdicts(cluster: &Cluster, a: bool, b: bool, when: &str) -> Result<()>
     Ok(())
 }
 
-fn restore_errors(agent: &Agent) -> Result<f64> {
-    Ok(agent
-        .metrics()?
-        .value("palisade_sync_errors_total", &[("reason", "restore")])?
-        .unwrap_or(0.0))
-}
-
-fn ready(agent: &Agent) -> Result<bool> {
-    Ok(agent.http_get("/readyz")?.0 == 200)
+/// Checks the verdicts of a and b over and over until `end`; how many probes that took.
+fn verdicts_hold(
+    cluster: &Cluster,
+    (a, b): (bool, bool),
+    end: Instant,
+    when: &str,
+) -> Result<usize> {
+    let mut probes = 0;
+    while Instant::now() < end {
+        check_verdicts(cluster, a, b, when)?;
+        probes += 2;
+    }
+    Ok(probes)
 }
 
 /// Polls `condition` every 100 ms; how long until it held, or an error after `limit`.
@@ -148,11 +121,7 @@ fn ip_of(cluster: &Cluster, pod: &str) -> Result<String> {
 
 fn body(run: &RunDir) -> Result<()> {
     let mut cluster = Cluster::new(binaries(), "palrf", 1)?;
-    cluster.add_pods(vec![
-        pod_spec("web", "server", 1, &[("app", "server")], &[80], &[], &[]),
-        pod_spec("web", "a", 1, &[("role", "a")], &[80], &[], &[]),
-        pod_spec("web", "b", 1, &[("role", "b")], &[80], &[], &[]),
-    ])?;
+    cluster.add_pods(one_server::pods())?;
     let manifests = kube::ManifestDir::new(&run.path)?;
     manifests.write("10-namespace-web.yaml", &kube::namespace("web", &[]))?;
     manifests.write_pods(&cluster)?;
@@ -189,11 +158,12 @@ fn body(run: &RunDir) -> Result<()> {
         "/readyz unready after a failed restore",
         || Ok(!ready(&agent)?),
     )?;
-    let mut probes = 0;
-    while failing.elapsed() < Duration::from_secs(4) {
-        check_verdicts(&cluster, true, false, "while iptables-restore fails")?;
-        probes += 2;
-    }
+    let probes = verdicts_hold(
+        &cluster,
+        (true, false),
+        failing + Duration::from_secs(4),
+        "while iptables-restore fails",
+    )?;
     let failed = restore_errors(&agent)?;
     if failed <= errors {
         bail!("the failed restore was not counted in palisade_sync_errors_total{{reason=\"restore\"}}");
@@ -260,12 +230,12 @@ fn body(run: &RunDir) -> Result<()> {
         "/readyz unready while a set cannot be destroyed",
         || Ok(!ready(&agent)?),
     )?;
-    let stuck = Instant::now();
-    let mut probes = 0;
-    while stuck.elapsed() < Duration::from_secs(3) {
-        check_verdicts(&cluster, true, false, "while the old set is held")?;
-        probes += 2;
-    }
+    let probes = verdicts_hold(
+        &cluster,
+        (true, false),
+        Instant::now() + Duration::from_secs(3),
+        "while the old set is held",
+    )?;
     let failed = restore_errors(&agent)?;
     if failed <= errors {
         bail!("the failed destroy was not counted in palisade_sync_errors_total{{reason=\"restore\"}}");

@@ -24,43 +24,12 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
 
 use e2e::agent::{Agent, Source as AgentSource};
-use e2e::{binaries, kube, pod_spec, RunDir};
-use harness::cluster::{Cluster, Family, Proto};
+use e2e::one_server::{self, allow_from, connects, ready, restore_errors};
+use e2e::{binaries, kube, RunDir};
+use harness::cluster::Cluster;
 use harness::netns;
-use harness::probe::Source;
-
-fn allow_from(roles: &[&str]) -> Value {
-    kube::policy(
-        "web",
-        "server-ingress",
-        json!({
-            "podSelector": {"matchLabels": {"app": "server"}},
-            "ingress": [{
-                "from": [{"podSelector": {"matchExpressions": [
-                    {"key": "role", "operator": "In", "values": roles},
-                ]}}],
-                "ports": [{"protocol": "TCP", "port": 80}],
-            }],
-        }),
-    )
-}
-
-fn connects(cluster: &Cluster, from: &str) -> Result<bool> {
-    Ok(cluster
-        .probe_one(
-            Source::Pod(from.to_string()),
-            "web/server",
-            Proto::Tcp,
-            80,
-            Family::V4,
-            Duration::from_millis(300),
-        )?
-        .verdict
-        .is_connected())
-}
 
 /// Holds the lock file for `seconds` in a `flock` child.
 fn hold_lock(lock: &Path, seconds: u64) -> Result<Child> {
@@ -72,17 +41,6 @@ fn hold_lock(lock: &Path, seconds: u64) -> Result<Child> {
     // flock takes the lock at once when it is free; give it a moment to start.
     std::thread::sleep(Duration::from_millis(200));
     Ok(child)
-}
-
-fn restore_errors(agent: &Agent) -> Result<f64> {
-    Ok(agent
-        .metrics()?
-        .value("palisade_sync_errors_total", &[("reason", "restore")])?
-        .unwrap_or(0.0))
-}
-
-fn ready(agent: &Agent) -> Result<bool> {
-    Ok(agent.http_get("/readyz")?.0 == 200)
 }
 
 /// Waits until `from` connects (`want`) or not; returns how long it took.
@@ -99,11 +57,7 @@ fn until_verdict(cluster: &Cluster, from: &str, want: bool, limit: Duration) -> 
 
 fn body(run: &RunDir) -> Result<()> {
     let mut cluster = Cluster::new(binaries(), "pallk", 1)?;
-    cluster.add_pods(vec![
-        pod_spec("web", "server", 1, &[("app", "server")], &[80], &[], &[]),
-        pod_spec("web", "a", 1, &[("role", "a")], &[80], &[], &[]),
-        pod_spec("web", "b", 1, &[("role", "b")], &[80], &[], &[]),
-    ])?;
+    cluster.add_pods(one_server::pods())?;
     let manifests = kube::ManifestDir::new(&run.path)?;
     manifests.write("10-namespace-web.yaml", &kube::namespace("web", &[]))?;
     manifests.write_pods(&cluster)?;

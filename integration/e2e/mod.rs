@@ -6,6 +6,9 @@ pub mod agent;
 pub mod apiserver;
 pub mod kube;
 pub mod metrics;
+// Only the single-agent fault tests use it; agent_e2e, which checks the rest is used, does not.
+#[allow(dead_code)]
+pub mod one_server;
 pub mod proc;
 pub mod verdicts;
 
