@@ -557,16 +557,34 @@ fn family_slot(family: Family) -> usize {
 }
 
 /// What an apply must change to go from `before` to `after` (hooks left out): created sets
-/// count their members as added, chains added or changed count as written.
+/// count their members as added, chains added or changed count as written. A set whose members
+/// change while rules use it is written anew under its other name (created with all its
+/// members, the old one destroyed), and every chain using it is rewritten.
 fn expected_stats(before: &DesiredState, after: &DesiredState) -> [FamilyStats; 2] {
     let mut out = [FamilyStats::default(); 2];
     for family in Family::ALL {
         let (b, a) = (before.family(family), after.family(family));
         let s = &mut out[family_slot(family)];
+        let moved: BTreeSet<&String> = a
+            .ipsets
+            .iter()
+            .filter(|(name, set)| {
+                b.ipsets
+                    .get(*name)
+                    .is_some_and(|old| old.members != set.members)
+                    && b.chains.values().any(|chain| chain.references_set(name))
+            })
+            .map(|(name, _)| name)
+            .collect();
         for (name, set) in &a.ipsets {
             match b.ipsets.get(name) {
                 None => {
                     s.sets_created += 1;
+                    s.members_added += set.members.len();
+                }
+                Some(_) if moved.contains(name) => {
+                    s.sets_created += 1;
+                    s.sets_destroyed += 1;
                     s.members_added += set.members.len();
                 }
                 Some(old) => {
@@ -575,7 +593,7 @@ fn expected_stats(before: &DesiredState, after: &DesiredState) -> [FamilyStats; 
                 }
             }
         }
-        s.sets_destroyed = b
+        s.sets_destroyed += b
             .ipsets
             .keys()
             .filter(|k| !a.ipsets.contains_key(*k))
@@ -583,7 +601,10 @@ fn expected_stats(before: &DesiredState, after: &DesiredState) -> [FamilyStats; 
         s.chains_written = a
             .chains
             .iter()
-            .filter(|(name, chain)| b.chains.get(*name) != Some(chain))
+            .filter(|(name, chain)| {
+                b.chains.get(*name) != Some(chain)
+                    || moved.iter().any(|set| chain.references_set(set))
+            })
             .count();
         s.chains_deleted = b
             .chains

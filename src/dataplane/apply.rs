@@ -9,6 +9,7 @@ use crate::model::Family;
 
 use super::error::DataplaneError;
 use super::memory::{plan_from_memory, remember, RememberedPlan};
+use super::placement::to_write;
 use super::plan::FamilyStats;
 use super::read::plan_both_families;
 use super::restore::{render_plan, Stage};
@@ -82,18 +83,28 @@ impl Dataplane {
         let mut written = self.serialize();
         let started = Instant::now();
         let read_kernel = written.is_none();
-        let plans = match written.as_ref() {
-            Some(known) => plan_from(known, desired)?,
-            None => plan_both_families(self.runner.as_ref(), self.backend, desired)?
-                .into_iter()
-                .map(|(family, plan)| {
-                    let plan = plan.map(|plan| RememberedPlan {
-                        plan,
-                        deltas: Default::default(),
-                    });
-                    (family, plan)
-                })
-                .collect(),
+        // `state` is `desired` under the set names it is written at (see `placement`).
+        let (state, plans) = match written.as_ref() {
+            Some(known) => {
+                let state = to_write(desired, [&known.v4, &known.v6]);
+                let plans = plan_from(known, &state)?;
+                (state, plans)
+            }
+            None => {
+                let (state, plans) =
+                    plan_both_families(self.runner.as_ref(), self.backend, desired)?;
+                let plans = plans
+                    .into_iter()
+                    .map(|(family, plan)| {
+                        let plan = plan.map(|plan| RememberedPlan {
+                            plan,
+                            deltas: Default::default(),
+                        });
+                        (family, plan)
+                    })
+                    .collect();
+                (state, plans)
+            }
         };
         let mut report = ApplyReport {
             dry_run: options.dry_run,
@@ -106,7 +117,7 @@ impl Dataplane {
                 report.family_mut(family).skipped = true;
                 continue;
             };
-            let wanted = desired.family(family);
+            let wanted = state.family(family);
             let stats = plan.stats(wanted);
             *report.family_mut(family) = stats;
             for (stage, input) in render_plan(plan, wanted) {
@@ -148,11 +159,11 @@ impl Dataplane {
                 Some(known) => {
                     for (family, plan) in plans {
                         if let Some(plan) = plan {
-                            remember(known.family_mut(family), desired.family(family), plan);
+                            remember(known.family_mut(family), state.family(family), plan);
                         }
                     }
                 }
-                None => *written = Some(desired.clone()),
+                None => *written = Some(state.into_owned()),
             }
         }
         report.changes = report.v4.changes() + report.v6.changes();

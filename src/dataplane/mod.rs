@@ -1,7 +1,8 @@
 //! Makes the kernel match a desired state: Palisade's ipsets and filter-table chains, and the
 //! one FORWARD hook that leads to them. It reads what is there, writes only the difference
-//! (one `ipset restore` and one `iptables-restore --noflush` transaction per family on the
-//! usual path), and never touches a chain or set without Palisade's prefix.
+//! (per family: an `ipset restore` that prepares sets no rule uses yet, one `iptables-restore
+//! --noflush` transaction that switches to them, and an `ipset restore` that destroys what is no
+//! longer used), and never touches a chain or set without Palisade's prefix.
 //!
 //! Every command goes through a [`CommandRunner`], so the whole layer can be driven by a
 //! [`RecordingRunner`] in tests or pointed at a network namespace with a [`NetnsRunner`].
@@ -15,6 +16,7 @@ pub mod exec;
 mod ipset_save;
 mod iptables_save;
 mod memory;
+mod placement;
 mod plan;
 mod read;
 pub mod recording;
@@ -25,6 +27,8 @@ mod verify;
 
 #[cfg(test)]
 mod memory_tests;
+#[cfg(test)]
+mod switch_tests;
 #[cfg(test)]
 mod tests;
 

@@ -1,8 +1,9 @@
 //! Reading what the kernel holds of Palisade's, and deciding per family what to change.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use crate::compiler::desired::DesiredState;
+use crate::compiler::desired::{DesiredState, FamilyState};
 use crate::compiler::naming::set_prefix;
 use crate::model::Family;
 
@@ -11,6 +12,7 @@ use super::error::DataplaneError;
 use super::exec::CommandRunner;
 use super::ipset_save::{parse_ipset_save, KernelSet};
 use super::iptables_save::{parse_filter_save, FilterSnapshot};
+use super::placement::{to_write, HeldSets, KernelHeld};
 use super::plan::{plan_family, FamilyPlan};
 use super::validate::validate_family;
 
@@ -26,18 +28,40 @@ pub(crate) struct KernelFamily {
 }
 
 /// Validates `desired`, reads the kernel (one `ipset save`, one `*-save -t filter` per
-/// family) and plans both families.
-pub(crate) fn plan_both_families(
+/// family), places the sets against what it holds and plans both families. Returns the state
+/// to write (see `placement`) with the plans.
+pub(crate) fn plan_both_families<'a>(
     runner: &dyn CommandRunner,
     backend: Backend,
-    desired: &DesiredState,
-) -> Result<FamilyPlans, DataplaneError> {
+    desired: &'a DesiredState,
+) -> Result<(Cow<'a, DesiredState>, FamilyPlans), DataplaneError> {
     for family in Family::ALL {
         validate_family(family, desired.family(family))?;
     }
     let wanted = Family::ALL.map(|family| !desired.family(family).is_empty());
     let kernel = read_kernel(runner, backend, wanted)?;
-    Ok(plan_against(&kernel, desired))
+    let held = |family: Family| {
+        kernel
+            .iter()
+            .find(|read| read.family == family)
+            .map(|read| KernelHeld {
+                filter: &read.filter,
+                sets: &read.sets,
+            })
+    };
+    let (v4, v6) = (held(Family::V4), held(Family::V6));
+    let nothing = FamilyState::default();
+    let state = to_write(
+        desired,
+        [
+            v4.as_ref()
+                .map_or(&nothing as &dyn HeldSets, |h| h as &dyn HeldSets),
+            v6.as_ref()
+                .map_or(&nothing as &dyn HeldSets, |h| h as &dyn HeldSets),
+        ],
+    );
+    let plans = plan_against(&kernel, &state);
+    Ok((state, plans))
 }
 
 /// Reads both families. `wanted[i]`: something is desired in `Family::ALL[i]`, so an

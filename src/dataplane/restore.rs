@@ -24,13 +24,14 @@ use super::set_members::desired_elements;
 /// Which tool a restore input is for, and why it runs at that point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
-    /// `ipset restore`: create sets and edit members before any rule needs them.
+    /// `ipset restore`: create sets and edit members before any rule needs them. Only sets that
+    /// no rule in force uses are touched here (see `placement`), so packets see none of it.
     PrepareSets,
     /// `iptables-restore`: point rules at temporary sets so the originals can be replaced.
     BridgeChains,
     /// `ipset restore`: recreate sets whose type or family changed.
     ReplaceSets,
-    /// `iptables-restore`: the filter-table transaction.
+    /// `iptables-restore`: the filter-table transaction, the one moment packets see a change.
     Chains,
     /// `ipset restore`: destroy sets no rule uses any more.
     DestroySets,

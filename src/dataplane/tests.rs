@@ -5,7 +5,7 @@
 //! real captured output). Rule lines come from `render`, whose own tests pin their spelling;
 //! what is pinned here is what the dataplane decides: which lines, in which order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use crate::compiler::desired::{
     SetEntry,
 };
 use crate::model::Family;
-use crate::render::{chain_rules, rule_spec};
+use crate::render::chain_rules;
 
 use super::set_members::desired_elements;
 use super::*;
@@ -286,43 +286,136 @@ fn identical_reapply_makes_no_restore_call() {
     assert_eq!(programs, reads, "only the three reads");
 }
 
+/// PAL-TO-a as the kernel holds it once it matches on the pods set under `pods`.
+fn to_a_matching(state: &DesiredState, pods: &str) -> String {
+    let mut moved = state.v4.chains["PAL-TO-a"].clone();
+    for rule in &mut moved.rules {
+        for m in &mut rule.matches {
+            if let Match::Set { name, .. } = m {
+                if name == PODS {
+                    *name = pods.to_string();
+                }
+            }
+        }
+    }
+    let mut out = String::from("*filter\n:PAL-TO-a - [0:0]\n");
+    for line in chain_rules("PAL-TO-a", &moved) {
+        let _ = writeln!(out, "{line}");
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
 #[test]
-fn a_changed_member_sends_only_add_and_del_lines() {
+fn a_changed_set_in_use_is_written_under_its_other_name_and_switched_in_one_transaction() {
     let before = small_state();
     let mut after = before.clone();
     let pods = after.v4.ipsets.get_mut(PODS).expect("pods set");
     pods.members.remove(&ip("10.0.0.6"));
     pods.members.insert(ip("10.0.0.7"));
 
+    // No member of a set the rules in force use is edited: the new content goes under the
+    // other name, the chain moves to it in the iptables transaction, the old set goes last.
     let runner = runner_holding(&before, true);
     let report = apply(&runner, &after);
+    let other = "pal4-P-pods";
     assert_eq!(
         restores(&runner),
-        [(
-            "ipset".to_string(),
-            "del pal4-p-pods 10.0.0.6 -exist\nadd pal4-p-pods 10.0.0.7 -exist\n".to_string()
-        )]
+        [
+            (
+                "ipset".to_string(),
+                format!("# {other}: hash:ip test set\ncreate {other} hash:ip family inet maxelem 1048576\nadd {other} 10.0.0.5\nadd {other} 10.0.0.7\n")
+            ),
+            (RESTORE_V4.to_string(), to_a_matching(&after, other)),
+            ("ipset".to_string(), format!("destroy {PODS}\n")),
+        ]
     );
-    assert_eq!((report.v4.members_added, report.v4.members_removed), (1, 1));
-    assert_eq!(report.changes, 2);
+    assert_eq!(report.v4.chains_written, 1);
+    assert_eq!((report.v4.sets_created, report.v4.sets_destroyed), (1, 1));
+
+    // The next change moves it back, and a read of that kernel keeps it where it is.
+    let moved = runner_holding(&renamed_pods(&after, other), true);
+    let mut again = after.clone();
+    again
+        .v4
+        .ipsets
+        .get_mut(PODS)
+        .expect("pods set")
+        .members
+        .insert(ip("10.0.0.8"));
+    apply(&moved, &again);
+    let calls = restores(&moved);
+    assert_eq!(calls.len(), 3);
+    assert!(calls[0].1.contains(&format!("create {PODS} hash:ip")));
+    assert_eq!(
+        calls[1],
+        (RESTORE_V4.to_string(), to_a_matching(&again, PODS))
+    );
+    assert_eq!(
+        calls[2],
+        ("ipset".to_string(), format!("destroy {other}\n"))
+    );
+    let settled = runner_holding(&renamed_pods(&after, other), true);
+    assert_eq!(apply(&settled, &after).changes, 0);
+}
+
+fn renamed_pods(state: &DesiredState, to: &str) -> DesiredState {
+    let moved = BTreeMap::from([(PODS.to_string(), to.to_string())]);
+    DesiredState {
+        v4: super::placement::renamed(&state.v4, &moved),
+        v6: state.v6.clone(),
+    }
+}
+
+/// The kernel holds the sets but no rule uses them yet (a fresh apply cut short).
+fn unused_sets_of(state: &DesiredState) -> DesiredState {
+    let mut kernel = state.clone();
+    kernel.v4.chains.clear();
+    kernel
 }
 
 #[test]
-fn flipping_nomatch_is_an_in_place_add() {
+fn a_changed_set_no_rule_uses_is_edited_in_place() {
+    let before = small_state();
+    let mut after = before.clone();
+    let pods = after.v4.ipsets.get_mut(PODS).expect("pods set");
+    pods.members.remove(&ip("10.0.0.6"));
+    pods.members.insert(ip("10.0.0.7"));
+
+    let runner = runner_holding(&unused_sets_of(&before), false);
+    let report = apply(&runner, &after);
+    let calls = restores(&runner);
+    assert_eq!(
+        calls[0],
+        (
+            "ipset".to_string(),
+            "del pal4-p-pods 10.0.0.6 -exist\nadd pal4-p-pods 10.0.0.7 -exist\n".to_string()
+        )
+    );
+    assert_eq!(
+        calls.len(),
+        2,
+        "then the chains, and nothing to destroy: {calls:?}"
+    );
+    assert_eq!((report.v4.members_added, report.v4.members_removed), (1, 1));
+}
+
+#[test]
+fn flipping_nomatch_in_a_set_no_rule_uses_is_an_in_place_add() {
     let before = small_state();
     let mut after = before.clone();
     let block = after.v4.ipsets.get_mut(BLOCK).expect("block set");
     block.members.remove(&net("192.168.1.0/24", true));
     block.members.insert(net("192.168.1.0/24", false));
 
-    let runner = runner_holding(&before, true);
+    let runner = runner_holding(&unused_sets_of(&before), false);
     apply(&runner, &after);
     assert_eq!(
-        restores(&runner),
-        [(
+        restores(&runner)[0],
+        (
             "ipset".to_string(),
             "add pal4-b-block 192.168.1.0/24 -exist\n".to_string()
-        )]
+        )
     );
 }
 
@@ -431,7 +524,7 @@ fn a_removed_set_is_destroyed_after_the_chain_stops_using_it() {
 }
 
 #[test]
-fn a_set_of_the_wrong_type_in_use_is_replaced_through_a_temporary_set() {
+fn a_set_of_the_wrong_type_in_use_moves_to_its_other_name() {
     let desired = small_state();
     let mut kernel = desired.clone();
     // The kernel holds the ipBlock set as hash:ip, used by PAL-TO-a.
@@ -441,57 +534,73 @@ fn a_set_of_the_wrong_type_in_use_is_replaced_through_a_temporary_set() {
     );
     let runner = runner_holding(&kernel, true);
     let report = apply(&runner, &desired);
-
-    let temporary = crate::compiler::naming::temporary_set_name(BLOCK);
-    let to_a = &desired.v4.chains["PAL-TO-a"];
-    let mut bridged_rules = String::new();
-    for rule in &to_a.rules {
-        let mut bridged = rule.clone();
-        for m in &mut bridged.matches {
-            if let Match::Set { name, .. } = m {
-                if name == BLOCK {
-                    *name = temporary.clone();
-                }
-            }
-        }
-        let _ = writeln!(bridged_rules, "-A PAL-TO-a {}", rule_spec(&bridged));
-    }
-    assert!(bridged_rules.contains(&temporary));
-    let members = "add {S} 172.16.0.9/32\nadd {S} 192.168.0.0/16\nadd {S} 192.168.1.0/24 nomatch\n";
-    assert_eq!(
-        restores(&runner),
-        [
-            (
-                "ipset".to_string(),
-                format!(
-                    "# {temporary}: hash:net test set\ncreate {temporary} hash:net family inet maxelem 1048576\n{}",
-                    members.replace("{S}", &temporary)
-                )
-            ),
-            (
-                RESTORE_V4.to_string(),
-                format!("*filter\n:PAL-TO-a - [0:0]\n{bridged_rules}COMMIT\n")
-            ),
-            (
-                "ipset".to_string(),
-                format!(
-                    "destroy {BLOCK}\n# {BLOCK}: hash:net test set\ncreate {BLOCK} hash:net family inet maxelem 1048576\n{}",
-                    members.replace("{S}", BLOCK)
-                )
-            ),
-            (
-                RESTORE_V4.to_string(),
-                format!(
-                    "*filter\n:PAL-TO-a - [0:0]\n{}COMMIT\n",
-                    rule_lines(&desired.v4, "PAL-TO-a")
-                )
-            ),
-            ("ipset".to_string(), format!("destroy {temporary}\n")),
-        ]
-    );
+    let calls = restores(&runner);
+    let programs: Vec<&str> = calls.iter().map(|(program, _)| program.as_str()).collect();
+    assert_eq!(programs, ["ipset", RESTORE_V4, "ipset"]);
+    assert!(calls[0].1.contains("create pal4-B-block hash:net"));
+    assert!(calls[1].1.contains("--match-set pal4-B-block src"));
+    assert_eq!(calls[2].1, format!("destroy {BLOCK}\n"));
     assert_eq!(report.v4.sets_created, 1);
     assert_eq!(report.v4.sets_destroyed, 1);
     assert_eq!(report.v4.chains_written, 1);
+}
+
+#[test]
+fn a_set_of_the_wrong_type_in_use_under_both_names_is_replaced_through_a_temporary_set() {
+    let desired = small_state();
+    let mut kernel = desired.clone();
+    // Someone else's edit left both names of the ipBlock set in use: the canonical one (of the
+    // wrong type) by PAL-TO-a, the other by a stray chain.
+    kernel.v4.ipsets.insert(
+        BLOCK.to_string(),
+        set(IpSetKind::HashIp, Family::V4, vec![ip("192.168.0.1")]),
+    );
+    kernel.v4.ipsets.insert(
+        "pal4-B-block".to_string(),
+        set(
+            IpSetKind::HashNet,
+            Family::V4,
+            vec![net("10.9.0.0/16", false)],
+        ),
+    );
+    kernel.v4.chains.insert(
+        "PAL-STRAY".to_string(),
+        Chain {
+            rules: vec![Rule::new(
+                vec![Match::in_set("pal4-B-block".to_string(), SetDims::Src)],
+                Action::Accept,
+                "stray",
+            )],
+        },
+    );
+    let runner = runner_holding(&kernel, true);
+    let report = apply(&runner, &desired);
+
+    let temporary = crate::compiler::naming::temporary_set_name(BLOCK);
+    let calls = restores(&runner);
+    let programs: Vec<&str> = calls.iter().map(|(program, _)| program.as_str()).collect();
+    assert_eq!(
+        programs,
+        ["ipset", RESTORE_V4, "ipset", RESTORE_V4, "ipset"]
+    );
+    assert!(calls[0].1.contains(&format!("create {temporary} hash:net")));
+    assert!(calls[1].1.contains(&format!("--match-set {temporary} src")));
+    assert!(calls[2].1.starts_with(&format!(
+        "destroy {BLOCK}\n# {BLOCK}: hash:net test set\ncreate {BLOCK} hash:net"
+    )));
+    assert_eq!(
+        calls[3].1,
+        format!(
+            "*filter\n:PAL-TO-a - [0:0]\n{}-F PAL-STRAY\n-X PAL-STRAY\nCOMMIT\n",
+            rule_lines(&desired.v4, "PAL-TO-a")
+        )
+    );
+    assert_eq!(
+        calls[4].1,
+        format!("destroy pal4-B-block\ndestroy {temporary}\n")
+    );
+    assert_eq!(report.v4.chains_written, 1);
+    assert_eq!(report.v4.chains_deleted, 1);
 }
 
 #[test]
@@ -672,9 +781,16 @@ fn verify_names_what_differs_without_writing() {
         .pop();
     let drift = dataplane(&runner).verify(&after).expect("verify");
     assert_eq!(drift.chains, [(Family::V4, "PAL-TO-a".to_string())]);
-    assert_eq!(drift.sets, [(Family::V4, PODS.to_string())]);
+    // The pods set changed while PAL-TO-a uses it: it would be written under its other name.
+    assert_eq!(
+        drift.sets,
+        [
+            (Family::V4, "pal4-P-pods".to_string()),
+            (Family::V4, PODS.to_string())
+        ]
+    );
     assert_eq!(drift.hooks, [Family::V4]);
-    assert_eq!(drift.len(), 3);
+    assert_eq!(drift.len(), 4);
     assert!(runner.restore_calls().is_empty());
 
     let in_place = runner_holding(&before, true);

@@ -58,11 +58,12 @@ impl Dataplane {
     /// `desired` if the kernel matched it, and forgets what it wrote if not.
     pub fn verify(&self, desired: &DesiredState) -> Result<Drift, DataplaneError> {
         let mut written = self.serialize();
-        let plans = plan_both_families(self.runner.as_ref(), self.backend, desired)?;
+        let (state, plans) = plan_both_families(self.runner.as_ref(), self.backend, desired)?;
         let drift = drift_of(plans);
-        // The kernel was just read: with no drift it holds `desired`, and with drift the memory
-        // of the last apply is wrong, so the next apply must read again.
-        *written = drift.is_empty().then(|| desired.clone());
+        // The kernel was just read: with no drift it holds `desired` (under the set names it
+        // was placed at), and with drift the memory of the last apply is wrong, so the next
+        // apply must read again.
+        *written = drift.is_empty().then(|| state.into_owned());
         if !drift.is_empty() {
             tracing::info!(
                 chains = drift.chains.len(),
