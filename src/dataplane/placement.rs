@@ -23,10 +23,6 @@ use std::collections::{BTreeMap, HashSet};
 use crate::compiler::desired::{DesiredState, FamilyState, IpSet, Match};
 use crate::model::Family;
 
-use super::ipset_save::KernelSet;
-use super::iptables_save::FilterSnapshot;
-use super::set_members::desired_elements;
-
 /// The second kernel name of a set: the letter after the family prefix in the other case
 /// (`pal4-p-1a2b` and `pal4-P-1a2b`). The compiler only names sets in lower case, so the two
 /// never meet another set's name. `None` for a name without such a letter: that set is edited
@@ -71,29 +67,6 @@ impl HeldSets for FamilyState {
     fn holds(&self, name: &str, wanted: &IpSet) -> bool {
         self.ipsets.get(name).is_some_and(|set| {
             set.kind == wanted.kind && set.family == wanted.family && set.members == wanted.members
-        })
-    }
-}
-
-/// What a read of the kernel found.
-pub(crate) struct KernelHeld<'a> {
-    pub filter: &'a FilterSnapshot,
-    pub sets: &'a BTreeMap<String, KernelSet>,
-}
-
-impl HeldSets for KernelHeld<'_> {
-    fn referenced(&self) -> HashSet<String> {
-        self.filter
-            .chains
-            .values()
-            .flat_map(|chain| chain.rules.iter())
-            .flat_map(|rule| rule.sets.iter().cloned())
-            .collect()
-    }
-
-    fn holds(&self, name: &str, wanted: &IpSet) -> bool {
-        self.sets.get(name).is_some_and(|set| {
-            set.matches(wanted.kind, wanted.family) && set.elements == desired_elements(wanted)
         })
     }
 }

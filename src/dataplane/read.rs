@@ -1,9 +1,9 @@
 //! Reading what the kernel holds of Palisade's, and deciding per family what to change.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use crate::compiler::desired::{DesiredState, FamilyState};
+use crate::compiler::desired::{DesiredState, IpSet};
 use crate::compiler::naming::set_prefix;
 use crate::model::Family;
 
@@ -12,8 +12,9 @@ use super::error::DataplaneError;
 use super::exec::CommandRunner;
 use super::ipset_save::{parse_ipset_save, KernelSet};
 use super::iptables_save::{parse_filter_save, FilterSnapshot};
-use super::placement::{to_write, HeldSets, KernelHeld};
+use super::placement::{to_write, HeldSets};
 use super::plan::{plan_family, FamilyPlan};
+use super::set_members::desired_elements;
 use super::validate::validate_family;
 
 /// One family's plan, or `None` when the family has nothing desired and nothing owned: then
@@ -40,38 +41,21 @@ pub(crate) fn plan_both_families<'a>(
     }
     let wanted = Family::ALL.map(|family| !desired.family(family).is_empty());
     let kernel = read_kernel(runner, backend, wanted)?;
-    let held = |family: Family| {
-        kernel
-            .iter()
-            .find(|read| read.family == family)
-            .map(|read| KernelHeld {
-                filter: &read.filter,
-                sets: &read.sets,
-            })
-    };
-    let (v4, v6) = (held(Family::V4), held(Family::V6));
-    let nothing = FamilyState::default();
-    let state = to_write(
-        desired,
-        [
-            v4.as_ref()
-                .map_or(&nothing as &dyn HeldSets, |h| h as &dyn HeldSets),
-            v6.as_ref()
-                .map_or(&nothing as &dyn HeldSets, |h| h as &dyn HeldSets),
-        ],
-    );
+    let [v4, v6] = &kernel;
+    let state = to_write(desired, [v4, v6]);
     let plans = plan_against(&kernel, &state);
     Ok((state, plans))
 }
 
-/// Reads both families. `wanted[i]`: something is desired in `Family::ALL[i]`, so an
-/// unreadable filter table there is an error rather than an empty one. The three reads run
-/// at once: they are independent, and each is mostly the time to start a tool.
+/// Reads both families, in `Family::ALL` order. `wanted[i]`: something is desired in
+/// `Family::ALL[i]`, so an unreadable filter table there is an error rather than an empty one.
+/// The three reads run at once: they are independent, and each is mostly the time to start a
+/// tool.
 pub(crate) fn read_kernel(
     runner: &dyn CommandRunner,
     backend: Backend,
     wanted: [bool; 2],
-) -> Result<Vec<KernelFamily>, DataplaneError> {
+) -> Result<[KernelFamily; 2], DataplaneError> {
     let [v4, v6] = Family::ALL;
     let (all_sets, filters) = std::thread::scope(|scope| {
         let v6_filter = scope.spawn(|| read_filter(runner, backend, v6, wanted[1]));
@@ -85,15 +69,31 @@ pub(crate) fn read_kernel(
         (all_sets, [joined(v4_filter), joined(v6_filter)])
     });
     let all_sets = all_sets?;
-    let mut out = Vec::with_capacity(2);
-    for (family, filter) in Family::ALL.into_iter().zip(filters) {
-        out.push(KernelFamily {
-            family,
-            sets: sets_of_family(&all_sets, family),
-            filter: filter?,
-        });
+    let [v4_filter, v6_filter] = filters;
+    let read = |family, filter| KernelFamily {
+        family,
+        sets: sets_of_family(&all_sets, family),
+        filter,
+    };
+    Ok([read(v4, v4_filter?), read(v6, v6_filter?)])
+}
+
+/// What a read found, as placement sees it.
+impl HeldSets for KernelFamily {
+    fn referenced(&self) -> HashSet<String> {
+        self.filter
+            .chains
+            .values()
+            .flat_map(|chain| chain.rules.iter())
+            .flat_map(|rule| rule.sets.iter().cloned())
+            .collect()
     }
-    Ok(out)
+
+    fn holds(&self, name: &str, wanted: &IpSet) -> bool {
+        self.sets.get(name).is_some_and(|set| {
+            set.matches(wanted.kind, wanted.family) && set.elements == desired_elements(wanted)
+        })
+    }
 }
 
 /// Plans each family of `desired` against what was read of it.

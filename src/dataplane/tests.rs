@@ -286,33 +286,30 @@ fn identical_reapply_makes_no_restore_call() {
     assert_eq!(programs, reads, "only the three reads");
 }
 
-/// PAL-TO-a as the kernel holds it once it matches on the pods set under `pods`.
+/// PAL-TO-a's transaction once it matches on the pods set under `pods`.
 fn to_a_matching(state: &DesiredState, pods: &str) -> String {
-    let mut moved = state.v4.chains["PAL-TO-a"].clone();
-    for rule in &mut moved.rules {
-        for m in &mut rule.matches {
-            if let Match::Set { name, .. } = m {
-                if name == PODS {
-                    *name = pods.to_string();
-                }
-            }
-        }
-    }
+    let moved = renamed_pods(state, pods);
     let mut out = String::from("*filter\n:PAL-TO-a - [0:0]\n");
-    for line in chain_rules("PAL-TO-a", &moved) {
+    for line in chain_rules("PAL-TO-a", &moved.v4.chains["PAL-TO-a"]) {
         let _ = writeln!(out, "{line}");
     }
     out.push_str("COMMIT\n");
     out
 }
 
-#[test]
-fn a_changed_set_in_use_is_written_under_its_other_name_and_switched_in_one_transaction() {
-    let before = small_state();
-    let mut after = before.clone();
+/// `state` with 10.0.0.6 swapped for 10.0.0.7 in the pods set.
+fn with_pods_swapped(state: &DesiredState) -> DesiredState {
+    let mut after = state.clone();
     let pods = after.v4.ipsets.get_mut(PODS).expect("pods set");
     pods.members.remove(&ip("10.0.0.6"));
     pods.members.insert(ip("10.0.0.7"));
+    after
+}
+
+#[test]
+fn a_changed_set_in_use_is_written_under_its_other_name_and_switched_in_one_transaction() {
+    let before = small_state();
+    let after = with_pods_swapped(&before);
 
     // No member of a set the rules in force use is edited: the new content goes under the
     // other name, the chain moves to it in the iptables transaction, the old set goes last.
@@ -377,10 +374,7 @@ fn unused_sets_of(state: &DesiredState) -> DesiredState {
 #[test]
 fn a_changed_set_no_rule_uses_is_edited_in_place() {
     let before = small_state();
-    let mut after = before.clone();
-    let pods = after.v4.ipsets.get_mut(PODS).expect("pods set");
-    pods.members.remove(&ip("10.0.0.6"));
-    pods.members.insert(ip("10.0.0.7"));
+    let after = with_pods_swapped(&before);
 
     let runner = runner_holding(&unused_sets_of(&before), false);
     let report = apply(&runner, &after);
