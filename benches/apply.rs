@@ -33,7 +33,7 @@
 //! - `PALISADE_BENCH_CLUSTER=small`: the small cluster instead of the large one;
 //! - `PALISADE_BENCH_BACKENDS=nft|legacy|nft,legacy`: which backends (default both).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use palisade::agent::{Agent, AgentConfig, AgentMessage, SourceEvent};
+use palisade::compiler::desired::SetEntry;
 use palisade::compiler::{DesiredState, Marks, NodeCompiler};
 use palisade::dataplane::{
     ApplyOptions, ApplyReport, Backend, CommandOutput, CommandRunner, Dataplane, DataplaneError,
@@ -556,17 +557,24 @@ fn family_slot(family: Family) -> usize {
     }
 }
 
+/// The content each set's spare name holds, for the sets the toggles have switched (see the
+/// dataplane's placement), by family slot.
+type Spares = [BTreeMap<String, BTreeSet<SetEntry>>; 2];
+
 /// What an apply must change to go from `before` to `after` (hooks left out): created sets
 /// count their members as added, chains added or changed count as written. A set whose members
-/// change while rules use it is written anew under its other name (created with all its
-/// members, the old one destroyed), and every chain using it is rewritten.
-fn expected_stats(before: &DesiredState, after: &DesiredState) -> [FamilyStats; 2] {
-    let mut out = [FamilyStats::default(); 2];
-    for family in Family::ALL {
+/// change while rules use it is written under its other name and every chain using it is
+/// rewritten; that name is its spare, holding the content before its last switch, so only the
+/// members that differ from the spare are written (a set without one is created whole). The
+/// exception: a change that is one member of one used set and nothing else is an edit in place.
+fn expected_stats(
+    before: &DesiredState,
+    after: &DesiredState,
+    spares: &mut Spares,
+) -> [FamilyStats; 2] {
+    let changed_used = |family: Family| -> BTreeSet<String> {
         let (b, a) = (before.family(family), after.family(family));
-        let s = &mut out[family_slot(family)];
-        let moved: BTreeSet<&String> = a
-            .ipsets
+        a.ipsets
             .iter()
             .filter(|(name, set)| {
                 b.ipsets
@@ -574,18 +582,52 @@ fn expected_stats(before: &DesiredState, after: &DesiredState) -> [FamilyStats; 
                     .is_some_and(|old| old.members != set.members)
                     && b.chains.values().any(|chain| chain.references_set(name))
             })
-            .map(|(name, _)| name)
-            .collect();
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
+    let used_edits: usize = Family::ALL
+        .into_iter()
+        .flat_map(|family| {
+            let (b, a) = (before.family(family), after.family(family));
+            changed_used(family).into_iter().map(move |name| {
+                let (old, new) = (&b.ipsets[&name].members, &a.ipsets[&name].members);
+                old.symmetric_difference(new).count()
+            })
+        })
+        .sum();
+    let chains_change = Family::ALL
+        .into_iter()
+        .any(|family| before.family(family).chains != after.family(family).chains);
+    let in_place = used_edits <= 1 && !chains_change;
+
+    let mut out = [FamilyStats::default(); 2];
+    for family in Family::ALL {
+        let (b, a) = (before.family(family), after.family(family));
+        let spares = &mut spares[family_slot(family)];
+        let s = &mut out[family_slot(family)];
+        let moved = if in_place {
+            BTreeSet::new()
+        } else {
+            changed_used(family)
+        };
         for (name, set) in &a.ipsets {
             match b.ipsets.get(name) {
                 None => {
                     s.sets_created += 1;
                     s.members_added += set.members.len();
                 }
-                Some(_) if moved.contains(name) => {
-                    s.sets_created += 1;
-                    s.sets_destroyed += 1;
-                    s.members_added += set.members.len();
+                Some(old) if moved.contains(name) => {
+                    match spares.get(name) {
+                        Some(spare) => {
+                            s.members_added += set.members.difference(spare).count();
+                            s.members_removed += spare.difference(&set.members).count();
+                        }
+                        None => {
+                            s.sets_created += 1;
+                            s.members_added += set.members.len();
+                        }
+                    }
+                    spares.insert(name.clone(), old.members.clone());
                 }
                 Some(old) => {
                     s.members_added += set.members.difference(&old.members).count();
@@ -593,11 +635,9 @@ fn expected_stats(before: &DesiredState, after: &DesiredState) -> [FamilyStats; 
                 }
             }
         }
-        s.sets_destroyed += b
-            .ipsets
-            .keys()
-            .filter(|k| !a.ipsets.contains_key(*k))
-            .count();
+        for gone in b.ipsets.keys().filter(|k| !a.ipsets.contains_key(*k)) {
+            s.sets_destroyed += 1 + usize::from(spares.remove(gone).is_some());
+        }
         s.chains_written = a
             .chains
             .iter()
@@ -622,6 +662,7 @@ fn run_toggles(
     runner: &Timed,
     spec: &LabelToggle,
     count: usize,
+    spares: &mut Spares,
 ) -> Vec<ToggleSample> {
     let mut samples = Vec::new();
     let mut next_b = true;
@@ -648,7 +689,7 @@ fn run_toggles(
         let end = Instant::now();
         drop(change);
         let expected = cluster::state_diff(&before, compiler.state());
-        let expected_stats = expected_stats(&before, compiler.state());
+        let expected_stats = expected_stats(&before, compiler.state(), spares);
         samples.push(ToggleSample {
             compile: compiled - start,
             apply: end - compiled,
@@ -921,8 +962,17 @@ fn bench_backend(backend: Backend, cx: &mut Context<'_>) -> BackendResult {
         ms(initial.wall)
     );
     let mut toggles = Vec::new();
+    let mut spares = Spares::default();
     for (label, spec) in cx.toggles {
-        let samples = run_toggles(cx.index, cx.compiler, &dp, &runner, spec, cx.toggle_count);
+        let samples = run_toggles(
+            cx.index,
+            cx.compiler,
+            &dp,
+            &runner,
+            spec,
+            cx.toggle_count,
+            &mut spares,
+        );
         for (i, s) in samples.iter().enumerate().take(4) {
             println!(
                 "  {label} toggle #{i}: compile {}, apply {} (report.elapsed {}), total {}; {}",

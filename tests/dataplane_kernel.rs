@@ -631,7 +631,7 @@ fn member_edits_and_nomatch_flips_reach_the_kernel() {
         block.members.insert(net("192.168.2.0/24", true));
         runner.take_restores();
         // PAL-TO-a uses the set: the new content goes under its other name, the chain moves
-        // to it, and the old set is destroyed.
+        // to it, and the old set stays, unused, as its spare.
         let report = apply(&dataplane, &edited);
         assert_eq!(
             (
@@ -640,36 +640,115 @@ fn member_edits_and_nomatch_flips_reach_the_kernel() {
                 report.v4.members_added,
                 report.v4.chains_written
             ),
-            (1, 1, 3, 1),
+            (1, 0, 3, 1),
             "{backend}"
         );
         let sent = runner.take_restores();
-        assert_eq!(sent.len(), 3, "{backend}: {sent:?}");
+        assert_eq!(sent.len(), 2, "{backend}: {sent:?}");
         let v4 = save(&netns, backend, Family::V4);
         assert!(
-            v4.contains("--match-set pal4-B-block src"),
+            v4.contains("--match-set pal4-B-block src") && !v4.contains("pal4-b-block"),
             "{backend}:\n{v4}"
         );
-        assert!(
-            !netns.sh("ipset list -n").contains("pal4-b-block"),
-            "{backend}"
-        );
-
-        let mut members: Vec<String> = netns
-            .sh("ipset save pal4-B-block")
-            .lines()
-            .filter_map(|line| line.strip_prefix("add pal4-B-block "))
-            .map(str::to_string)
-            .collect();
-        members.sort();
         assert_eq!(
-            members,
+            set_members(&netns, "pal4-B-block"),
             ["192.168.0.0/16", "192.168.1.0/24", "192.168.2.0/24 nomatch"],
             "{backend}"
         );
         assert_eq!(apply(&dataplane, &edited).changes, 0, "{backend}");
         assert!(runner.take_restores().is_empty(), "{backend}");
+
+        // Back again: the spare still holds that content, so only the chain moves back to it;
+        // the other name becomes the spare.
+        let report = apply(&dataplane, &v4_only());
+        assert_eq!(
+            (report.v4.sets_created, report.v4.chains_written),
+            (0, 1),
+            "{backend}"
+        );
+        let sent = runner.take_restores();
+        assert_eq!(sent.len(), 1, "{backend}: only the transaction: {sent:?}");
+        let v4 = save(&netns, backend, Family::V4);
+        assert!(
+            v4.contains("--match-set pal4-b-block src") && !v4.contains("pal4-B-block"),
+            "{backend}:\n{v4}"
+        );
+        assert_eq!(
+            set_members(&netns, "pal4-b-block"),
+            ["172.16.0.9", "192.168.0.0/16", "192.168.1.0/24 nomatch"],
+            "{backend}"
+        );
+
+        // One element more is a single `ipset add`, atomic by itself: written in place.
+        let mut one_more = v4_only();
+        let block = one_more.v4.ipsets.get_mut("pal4-b-block").expect("block");
+        block.members.insert(net("10.9.0.0/16", false));
+        let report = apply(&dataplane, &one_more);
+        assert_eq!(report.changes, 1, "{backend}");
+        let sent = runner.take_restores();
+        assert_eq!(sent.len(), 1, "{backend}: {sent:?}");
+        assert_eq!(
+            sent[0].1, "add pal4-b-block 10.9.0.0/16 -exist\n",
+            "{backend}"
+        );
+        assert!(
+            set_members(&netns, "pal4-b-block").contains(&"10.9.0.0/16".to_string()),
+            "{backend}"
+        );
+
+        // A change of several elements switches to the spare, written with only what differs
+        // from the content it kept (`edited`).
+        let mut edited_more = edited.clone();
+        let block = edited_more
+            .v4
+            .ipsets
+            .get_mut("pal4-b-block")
+            .expect("block");
+        block.members.insert(net("10.8.0.0/16", false));
+        apply(&dataplane, &edited_more);
+        let sent = runner.take_restores();
+        assert_eq!(sent.len(), 2, "{backend}: {sent:?}");
+        assert_eq!(
+            sent[0].1, "add pal4-B-block 10.8.0.0/16 -exist\n",
+            "{backend}"
+        );
+        assert!(
+            save(&netns, backend, Family::V4).contains("--match-set pal4-B-block src"),
+            "{backend}"
+        );
+        assert_eq!(
+            set_members(&netns, "pal4-B-block"),
+            [
+                "10.8.0.0/16",
+                "192.168.0.0/16",
+                "192.168.1.0/24",
+                "192.168.2.0/24 nomatch"
+            ],
+            "{backend}"
+        );
+
+        // A restarted agent reads the set and its spare back and keeps both.
+        let restarted = Dataplane::new(runner.clone(), backend);
+        assert_eq!(apply(&restarted, &edited_more).changes, 0, "{backend}");
+        assert!(runner.take_restores().is_empty(), "{backend}");
+        assert!(
+            netns.sh("ipset list -n").contains("pal4-b-block"),
+            "{backend}"
+        );
     }
+}
+
+/// The elements of a set as `ipset save` prints them, sorted.
+fn set_members(netns: &Netns, set: &str) -> Vec<String> {
+    let prefix = format!("add {set} ");
+    let mut members: Vec<String> = netns
+        .sh(&format!("ipset save {set}"))
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .map(str::to_string)
+        .collect();
+    members.sort();
+    members
 }
 
 #[test]

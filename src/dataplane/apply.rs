@@ -2,6 +2,7 @@
 //! place are not mentioned (their counters survive), and a state already in place costs only
 //! the reads.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use crate::compiler::desired::DesiredState;
@@ -9,7 +10,7 @@ use crate::model::Family;
 
 use super::error::DataplaneError;
 use super::memory::{plan_from_memory, remember, RememberedPlan};
-use super::placement::to_write;
+use super::placement::{to_write, visible_steps, HeldSets, Placement};
 use super::plan::FamilyStats;
 use super::read::plan_both_families;
 use super::restore::{render_plan, Stage};
@@ -85,11 +86,7 @@ impl Dataplane {
         let read_kernel = written.is_none();
         // `state` is `desired` under the set names it is written at (see `placement`).
         let (state, plans) = match written.as_ref() {
-            Some(known) => {
-                let state = to_write(desired, [&known.v4, &known.v6]);
-                let plans = plan_from(known, &state)?;
-                (state, plans)
-            }
+            Some(known) => plan_placed(known, desired)?,
             None => {
                 let (state, plans) =
                     plan_both_families(self.runner.as_ref(), self.backend, desired)?;
@@ -202,12 +199,38 @@ impl Dataplane {
     }
 }
 
+/// Each family's plan from memory, `None` for a family left untouched.
+type RememberedPlans = Vec<(Family, Option<RememberedPlan>)>;
+
+/// The state to write and its plans, from the memory of the last apply: in place when the
+/// whole sync is one step the rules in force can see, else as a switch (see `placement`).
+fn plan_placed<'a>(
+    known: &DesiredState,
+    desired: &'a DesiredState,
+) -> Result<(Cow<'a, DesiredState>, RememberedPlans), DataplaneError> {
+    let held: [&dyn HeldSets; 2] = [&known.v4, &known.v6];
+    let in_place = to_write(desired, held, Placement::InPlace);
+    let plans = plan_from(known, &in_place)?;
+    let steps: usize = plans
+        .iter()
+        .filter_map(|(family, plan)| {
+            Some(visible_steps(&plan.as_ref()?.plan, known.family(*family)))
+        })
+        .sum();
+    if steps <= 1 {
+        return Ok((in_place, plans));
+    }
+    let state = to_write(desired, held, Placement::Switch);
+    let plans = plan_from(known, &state)?;
+    Ok((state, plans))
+}
+
 /// Both families planned from the memory of the last apply, after the same checks a read
 /// would make.
 fn plan_from(
     known: &DesiredState,
     desired: &DesiredState,
-) -> Result<Vec<(Family, Option<RememberedPlan>)>, DataplaneError> {
+) -> Result<RememberedPlans, DataplaneError> {
     for family in Family::ALL {
         validate_family(family, desired.family(family))?;
     }

@@ -1,12 +1,12 @@
 //! Reading Palisade's sets back from `ipset save` (the `ipset list -o save` format).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::compiler::desired::IpSetKind;
+use crate::compiler::desired::{IpSet, IpSetKind, SetEntry};
 use crate::compiler::naming::is_owned_set;
 use crate::model::Family;
 
-use super::set_members::{canonical_kernel_element, Elements};
+use super::set_members::{canonical_kernel_element, desired_elements, kernel_entry, Elements};
 
 /// An owned set as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,27 @@ impl KernelSet {
     /// has to be destroyed and recreated: the kernel refuses to swap sets of different types.
     pub fn matches(&self, kind: IpSetKind, family: Family) -> bool {
         self.type_name == kind.as_str() && self.family == Some(family)
+    }
+}
+
+impl KernelSet {
+    /// The set as entries, when it is of a type and family Palisade writes and every element
+    /// reads back as one, such that its desired elements are exactly what the kernel holds.
+    pub fn as_ipset(&self) -> Option<IpSet> {
+        let kind = kind_of(&self.type_name)?;
+        let family = self.family?;
+        let members = self
+            .elements
+            .iter()
+            .map(|(element, nomatch)| kernel_entry(kind, element, *nomatch))
+            .collect::<Option<BTreeSet<SetEntry>>>()?;
+        let set = IpSet {
+            kind,
+            family,
+            description: String::new(),
+            members,
+        };
+        (desired_elements(&set) == self.elements).then_some(set)
     }
 }
 

@@ -18,6 +18,7 @@ use crate::compiler::desired::{Chain, FamilyState, IpSet, IpSetKind, SetEntry};
 use crate::compiler::naming::{temporary_set_name, FORWARD_CHAIN};
 use crate::model::Family;
 
+use super::placement::is_spare;
 use super::plan::{member_edit, Bridge, FamilyPlan, SetEdit, SetReplacement};
 use super::restore::HOOK_RULE;
 use super::set_members::desired_elements;
@@ -80,7 +81,7 @@ pub(crate) fn plan_from_memory(
     plan.destroy_sets = written
         .ipsets
         .keys()
-        .filter(|name| !desired.ipsets.contains_key(*name))
+        .filter(|name| !desired.ipsets.contains_key(*name) && !is_spare(name, desired))
         .cloned()
         .collect();
 

@@ -10,9 +10,17 @@
 //! So a set that rules in force use is never edited. Each set has two kernel names (its
 //! canonical one and an alternate one, see [`alternate_set_name`]); when a used set must change,
 //! the new content is written under the name no rule uses, the iptables transaction rewrites
-//! every chain to that name along with every other chain change, and the old one is destroyed
-//! afterwards. Everything before and after the transaction touches only sets no rule uses, so
-//! the packets see the old state, then the new one, and nothing in between.
+//! every chain to that name along with every other chain change, and the old name is kept,
+//! unused, as the set's spare. Everything before and after the transaction touches only sets
+//! no rule uses, so the packets see the old state, then the new one, and nothing in between.
+//!
+//! The spare makes the next change cheap: it still holds the content before the last switch,
+//! so it is brought to the new content with the members that differ, not refilled whole. It
+//! costs a second copy of each set that has changed, in the kernel and in memory.
+//!
+//! One case needs no switch: a sync whose only change rules can see is one element of one
+//! set (a remote pod joining or leaving a selection). A single `ipset add` or `del` is atomic
+//! in the kernel, so it is written in place (see [`visible_steps`]).
 //!
 //! The desired state from the compiler keeps canonical names (it is pure and does not know the
 //! kernel); this module turns it into the state to write, against what the kernel holds.
@@ -22,6 +30,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::compiler::desired::{DesiredState, FamilyState, IpSet, Match};
 use crate::model::Family;
+
+use super::plan::FamilyPlan;
 
 /// The second kernel name of a set: the letter after the family prefix in the other case
 /// (`pal4-p-1a2b` and `pal4-P-1a2b`). The compiler only names sets in lower case, so the two
@@ -71,11 +81,26 @@ impl HeldSets for FamilyState {
     }
 }
 
-/// The kernel name each desired set is written under. A set rules in force use keeps its name
-/// while its content stays; when the content changes it moves to its other name. A set no rule
-/// uses stays where its content already is, or takes its canonical name; changing it is
-/// invisible to packets.
-pub(crate) fn placements(desired: &FamilyState, held: &dyn HeldSets) -> BTreeMap<String, String> {
+/// How a sync may treat a set that rules in force use and whose content changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Write the new content under the set's other name and point the rules at it in the
+    /// iptables transaction: the general case, one atomic switch.
+    Switch,
+    /// Edit every set under the name the rules use. Only sound when the whole sync is then a
+    /// single step that rules in force can see (see [`visible_steps`]).
+    InPlace,
+}
+
+/// The kernel name each desired set is written under. With [`Placement::Switch`], a set
+/// rules in force use keeps its name while its content stays, and moves to its other name
+/// when the content changes. A set no rule uses stays where its content already is, or takes
+/// its canonical name; changing it is invisible to packets.
+pub(crate) fn placements(
+    desired: &FamilyState,
+    held: &dyn HeldSets,
+    placement: Placement,
+) -> BTreeMap<String, String> {
     let referenced = held.referenced();
     let mut moved = BTreeMap::new();
     for (name, set) in &desired.ipsets {
@@ -83,8 +108,10 @@ pub(crate) fn placements(desired: &FamilyState, held: &dyn HeldSets) -> BTreeMap
             continue;
         };
         let place = match (referenced.contains(name), referenced.contains(&alternate)) {
-            (true, false) if !held.holds(name, set) => &alternate,
-            (false, true) if held.holds(&alternate, set) => &alternate,
+            (true, false) if placement == Placement::Switch && !held.holds(name, set) => &alternate,
+            (false, true) if placement == Placement::InPlace || held.holds(&alternate, set) => {
+                &alternate
+            }
             (false, false) if held.holds(&alternate, set) && !held.holds(name, set) => &alternate,
             // Both in use happens only when someone else edited the chains: the set is
             // edited in place, and the write makes the chains consistent again.
@@ -95,6 +122,43 @@ pub(crate) fn placements(desired: &FamilyState, held: &dyn HeldSets) -> BTreeMap
         }
     }
     moved
+}
+
+/// Whether a held set is the spare of a placed one: the other name of a set the sync writes.
+/// The spare keeps the previous content, so the next change of that set is written into it
+/// as a member delta instead of a whole new set; it is destroyed with the set it belongs to.
+pub(crate) fn is_spare(name: &str, placed: &FamilyState) -> bool {
+    !placed.ipsets.contains_key(name)
+        && alternate_set_name(name).is_some_and(|other| placed.ipsets.contains_key(&other))
+}
+
+/// How many steps of a family's plan the rules in force (those `held` has) can see: each
+/// `ipset restore` line on a set they use, and the iptables transaction. A sync of at most
+/// one such step, over both families, goes from the old state to the new one at once, so it
+/// may edit a used set in place: a pod joining or leaving one set is then one `ipset add` or
+/// `del` instead of a switch. Anything else on a used set counts as two, which rules the
+/// in-place plan out.
+pub(crate) fn visible_steps(plan: &FamilyPlan, held: &dyn HeldSets) -> usize {
+    let referenced = held.referenced();
+    let transaction = !plan.write_chains.is_empty()
+        || !plan.delete_chains.is_empty()
+        || !plan.bridge_chains.is_empty()
+        || plan.insert_hook
+        || !plan.remove_hooks.is_empty();
+    let edits: usize = plan
+        .edit_sets
+        .iter()
+        .filter(|(name, _)| referenced.contains(*name))
+        .map(|(_, edit)| edit.add.len() + edit.delete.len())
+        .sum();
+    let recreated = plan
+        .create_sets
+        .iter()
+        .chain(plan.replace_sets.iter().map(|r| &r.name))
+        .chain(&plan.destroy_sets)
+        .filter(|name| referenced.contains(*name))
+        .count();
+    usize::from(transaction) + edits + 2 * recreated
 }
 
 /// `state` with every set in `moved` renamed, in the set list and in every rule that uses it.
@@ -129,11 +193,12 @@ pub(crate) fn renamed(state: &FamilyState, moved: &BTreeMap<String, String>) -> 
 pub(crate) fn to_write<'a>(
     desired: &'a DesiredState,
     held: [&dyn HeldSets; 2],
+    placement: Placement,
 ) -> Cow<'a, DesiredState> {
     let [v4_held, v6_held] = held;
     let moves = [
-        placements(desired.family(Family::V4), v4_held),
-        placements(desired.family(Family::V6), v6_held),
+        placements(desired.family(Family::V4), v4_held, placement),
+        placements(desired.family(Family::V6), v6_held, placement),
     ];
     if moves.iter().all(BTreeMap::is_empty) {
         return Cow::Borrowed(desired);

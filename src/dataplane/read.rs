@@ -12,7 +12,7 @@ use super::error::DataplaneError;
 use super::exec::CommandRunner;
 use super::ipset_save::{parse_ipset_save, KernelSet};
 use super::iptables_save::{parse_filter_save, FilterSnapshot};
-use super::placement::{to_write, HeldSets};
+use super::placement::{alternate_set_name, is_spare, to_write, HeldSets, Placement};
 use super::plan::{plan_family, FamilyPlan};
 use super::set_members::desired_elements;
 use super::validate::validate_family;
@@ -42,7 +42,8 @@ pub(crate) fn plan_both_families<'a>(
     let wanted = Family::ALL.map(|family| !desired.family(family).is_empty());
     let kernel = read_kernel(runner, backend, wanted)?;
     let [v4, v6] = &kernel;
-    let state = to_write(desired, [v4, v6]);
+    let mut state = to_write(desired, [v4, v6], Placement::Switch);
+    keep_spares(&mut state, &kernel);
     let plans = plan_against(&kernel, &state);
     Ok((state, plans))
 }
@@ -93,6 +94,29 @@ impl HeldSets for KernelFamily {
         self.sets.get(name).is_some_and(|set| {
             set.matches(wanted.kind, wanted.family) && set.elements == desired_elements(wanted)
         })
+    }
+}
+
+/// Adds the spares the kernel holds to the state to write, with the content they hold, so
+/// they are kept (and remembered) rather than destroyed. A spare whose content cannot be read
+/// back as entries, or that is of another type than its set, is left out, and so destroyed.
+fn keep_spares(state: &mut Cow<'_, DesiredState>, kernel: &[KernelFamily; 2]) {
+    for read in kernel {
+        let spares: Vec<(String, IpSet)> = read
+            .sets
+            .iter()
+            .filter(|(name, set)| {
+                let placed = state.family(read.family);
+                is_spare(name, placed)
+                    && alternate_set_name(name)
+                        .and_then(|other| placed.ipsets.get(&other))
+                        .is_some_and(|wanted| set.matches(wanted.kind, wanted.family))
+            })
+            .filter_map(|(name, set)| Some((name.clone(), set.as_ipset()?)))
+            .collect();
+        if !spares.is_empty() {
+            state.to_mut().family_mut(read.family).ipsets.extend(spares);
+        }
     }
 }
 

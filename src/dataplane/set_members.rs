@@ -112,6 +112,29 @@ fn parse_ip_port(printed: &str) -> Option<String> {
     Some(format!("{ip},{protocol}:{port}"))
 }
 
+/// The entry a canonical kernel element stands for (see [`canonical_kernel_element`]), or
+/// `None` for one Palisade never writes.
+pub fn kernel_entry(kind: IpSetKind, element: &str, nomatch: bool) -> Option<SetEntry> {
+    match kind {
+        IpSetKind::HashIp => element.parse().ok().map(SetEntry::Ip),
+        IpSetKind::HashNet => {
+            let net = element.parse().ok()?;
+            Some(SetEntry::Net { net, nomatch })
+        }
+        IpSetKind::HashIpPort => {
+            let (ip, protocol_port) = element.split_once(',')?;
+            let (protocol, port) = protocol_port.split_once(':')?;
+            Some(SetEntry::IpPort {
+                ip: ip.parse().ok()?,
+                protocol: Protocol::ALL
+                    .into_iter()
+                    .find(|known| known.as_str() == protocol)?,
+                port: port.parse().ok()?,
+            })
+        }
+    }
+}
+
 /// Whether an entry can live in a set of this kind and family; checked before anything is
 /// written, because `ipset restore` stops at the first bad line and leaves the rest unapplied.
 pub fn entry_fits(entry: &SetEntry, kind: IpSetKind, family: Family) -> bool {

@@ -137,18 +137,20 @@ fn referenced(kernel: &FamilyState, set: &str) -> bool {
         .any(|chain| chain.references_set(set))
 }
 
-/// One `ipset restore` line on the model, with the kernel's refusals.
-fn run_ipset_line(kernel: &mut FamilyState, line: &str) -> Result<(), String> {
+/// One `ipset restore` line on the model, with the kernel's refusals. `Ok(true)` when the
+/// line changed a set that rules in force use: a step the packets can see.
+fn run_ipset_line(kernel: &mut FamilyState, line: &str) -> Result<bool, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let (Some(command), Some(name)) = (words.first(), words.get(1)) else {
-        return Ok(());
+        return Ok(false);
     };
     if command.starts_with('#') {
-        return Ok(());
+        return Ok(false);
     }
     let name = (*name).to_string();
-    if *command != "create" && referenced(kernel, &name) {
-        return Err(format!("`{line}` changes a set that rules in force use"));
+    let visible = *command != "create" && referenced(kernel, &name);
+    if visible && *command == "destroy" {
+        return Err(format!("`{line}`: the set is in use"));
     }
     match *command {
         "create" => {
@@ -190,7 +192,7 @@ fn run_ipset_line(kernel: &mut FamilyState, line: &str) -> Result<(), String> {
         }
         other => return Err(format!("`{line}`: unexpected command {other}")),
     }
-    Ok(())
+    Ok(visible)
 }
 
 /// One iptables transaction on the model, all at once. The chains it writes are those of the
@@ -254,26 +256,30 @@ fn replay(
         .map_err(|e| e.to_string())?;
     let written = plane.peek().clone().ok_or("nothing remembered")?;
     let after = verdicts(&desired.v4)?;
-    let mut transactions = 0;
+    // Steps the rules in force can see: the iptables transaction, and an ipset line on a set
+    // they use. One at most, or the packets could see a mix of old and new.
+    let mut visible = Vec::new();
     for call in runner.restore_calls() {
         let input = call.stdin.unwrap_or_default();
-        let mut steps = Vec::new();
         if call.program == RESTORE_V4 {
-            transactions += 1;
             run_transaction(kernel, &input, &written.v4)?;
-            steps.push("the iptables transaction".to_string());
+            visible.push("the iptables transaction".to_string());
+            check(kernel, before, &after, "the iptables transaction")?;
         } else {
             for line in input.lines() {
-                run_ipset_line(kernel, line)?;
-                steps.push(format!("`{line}`"));
-                check(kernel, before, &after, steps.last())?;
+                if run_ipset_line(kernel, line)? {
+                    visible.push(format!("`{line}`"));
+                }
+                check(kernel, before, &after, &format!("`{line}`"))?;
             }
-            continue;
         }
-        check(kernel, before, &after, steps.last())?;
     }
-    if transactions > 1 {
-        return Err(format!("{transactions} iptables transactions in one sync"));
+    if visible.len() > 1 {
+        return Err(format!(
+            "{} steps the rules in force can see in one sync: {}",
+            visible.len(),
+            visible.join(", ")
+        ));
     }
     if verdicts(kernel)? != after {
         return Err("the kernel does not hold the new state at the end".into());
@@ -281,18 +287,12 @@ fn replay(
     Ok(())
 }
 
-fn check(
-    kernel: &FamilyState,
-    before: &[bool],
-    after: &[bool],
-    step: Option<&String>,
-) -> Result<(), String> {
+fn check(kernel: &FamilyState, before: &[bool], after: &[bool], step: &str) -> Result<(), String> {
     let now = verdicts(kernel)?;
     for (i, packet) in packets().iter().enumerate() {
         if now[i] != before[i] && now[i] != after[i] {
             return Err(format!(
-                "after {}: {packet} gets {} while neither state gives it",
-                step.map_or("?", String::as_str),
+                "after {step}: {packet} gets {} while neither state gives it",
                 now[i]
             ));
         }

@@ -312,9 +312,11 @@ fn a_changed_set_in_use_is_written_under_its_other_name_and_switched_in_one_tran
     let after = with_pods_swapped(&before);
 
     // No member of a set the rules in force use is edited: the new content goes under the
-    // other name, the chain moves to it in the iptables transaction, the old set goes last.
+    // other name and the chain moves to it in the iptables transaction. The old name stays,
+    // unused, as the set's spare.
     let runner = runner_holding(&before, true);
-    let report = apply(&runner, &after);
+    let plane = dataplane(&runner);
+    let report = plane.apply(&after, ApplyOptions::default()).expect("apply");
     let other = "pal4-P-pods";
     assert_eq!(
         restores(&runner),
@@ -324,36 +326,81 @@ fn a_changed_set_in_use_is_written_under_its_other_name_and_switched_in_one_tran
                 format!("# {other}: hash:ip test set\ncreate {other} hash:ip family inet maxelem 1048576\nadd {other} 10.0.0.5\nadd {other} 10.0.0.7\n")
             ),
             (RESTORE_V4.to_string(), to_a_matching(&after, other)),
-            ("ipset".to_string(), format!("destroy {PODS}\n")),
         ]
     );
     assert_eq!(report.v4.chains_written, 1);
-    assert_eq!((report.v4.sets_created, report.v4.sets_destroyed), (1, 1));
+    assert_eq!((report.v4.sets_created, report.v4.sets_destroyed), (1, 0));
 
-    // The next change moves it back, and a read of that kernel keeps it where it is.
-    let moved = runner_holding(&renamed_pods(&after, other), true);
+    // The next change of more than one member goes back to the spare, which is brought to the
+    // new content with the members that differ from the content it kept.
     let mut again = after.clone();
-    again
-        .v4
-        .ipsets
-        .get_mut(PODS)
-        .expect("pods set")
-        .members
-        .insert(ip("10.0.0.8"));
-    apply(&moved, &again);
-    let calls = restores(&moved);
-    assert_eq!(calls.len(), 3);
-    assert!(calls[0].1.contains(&format!("create {PODS} hash:ip")));
+    let pods = again.v4.ipsets.get_mut(PODS).expect("pods set");
+    pods.members.remove(&ip("10.0.0.5"));
+    pods.members.insert(ip("10.0.0.8"));
+    runner.clear_calls();
+    plane.apply(&again, ApplyOptions::default()).expect("apply");
     assert_eq!(
-        calls[1],
-        (RESTORE_V4.to_string(), to_a_matching(&again, PODS))
+        restores(&runner),
+        [
+            (
+                "ipset".to_string(),
+                format!("del {PODS} 10.0.0.5 -exist\ndel {PODS} 10.0.0.6 -exist\nadd {PODS} 10.0.0.7 -exist\nadd {PODS} 10.0.0.8 -exist\n")
+            ),
+            (RESTORE_V4.to_string(), to_a_matching(&again, PODS)),
+        ]
     );
+
+    // One member joining is one `ipset add`, atomic by itself: written in place.
+    let mut third = again.clone();
+    let pods = third.v4.ipsets.get_mut(PODS).expect("pods set");
+    pods.members.insert(ip("10.0.0.9"));
+    runner.clear_calls();
+    let report = plane.apply(&third, ApplyOptions::default()).expect("apply");
     assert_eq!(
-        calls[2],
-        ("ipset".to_string(), format!("destroy {other}\n"))
+        restores(&runner),
+        [("ipset".to_string(), format!("add {PODS} 10.0.0.9 -exist\n"))]
     );
-    let settled = runner_holding(&renamed_pods(&after, other), true);
-    assert_eq!(apply(&settled, &after).changes, 0);
+    assert_eq!(report.changes, 1);
+
+    // A read of that kernel finds the set and its spare where they are, and keeps both.
+    let kernel = plane.peek().clone().expect("remembered");
+    assert!(
+        kernel.v4.ipsets.contains_key(other),
+        "the spare is remembered"
+    );
+    let settled = runner_holding(&kernel, true);
+    let fresh = dataplane(&settled);
+    assert_eq!(
+        fresh
+            .apply(&third, ApplyOptions::default())
+            .expect("apply")
+            .changes,
+        0
+    );
+    let members = |state: &DesiredState| -> Vec<(String, Vec<SetEntry>)> {
+        let sets = state.v4.ipsets.iter();
+        sets.map(|(name, set)| (name.clone(), set.members.iter().copied().collect()))
+            .collect()
+    };
+    let read = fresh.peek().clone().expect("remembered after the read");
+    assert_eq!(members(&read), members(&kernel));
+
+    // Once the set is no longer desired, it goes with its spare.
+    let mut gone = third.clone();
+    gone.v4.ipsets.remove(PODS);
+    let chain = gone.v4.chains.get_mut("PAL-TO-a").expect("chain");
+    chain
+        .rules
+        .retain(|rule| rule.referenced_sets().all(|set| set != PODS));
+    fresh.apply(&gone, ApplyOptions::default()).expect("apply");
+    let last = restores(&settled).pop().expect("a destroy");
+    assert_eq!(
+        last,
+        (
+            "ipset".to_string(),
+            format!("destroy {other}\ndestroy {PODS}\n")
+        )
+    );
 }
 
 fn renamed_pods(state: &DesiredState, to: &str) -> DesiredState {
@@ -589,10 +636,8 @@ fn a_set_of_the_wrong_type_in_use_under_both_names_is_replaced_through_a_tempora
             rule_lines(&desired.v4, "PAL-TO-a")
         )
     );
-    assert_eq!(
-        calls[4].1,
-        format!("destroy pal4-B-block\ndestroy {temporary}\n")
-    );
+    // pal4-B-block is free again once the stray chain is gone: it stays as the spare.
+    assert_eq!(calls[4].1, format!("destroy {temporary}\n"));
     assert_eq!(report.v4.chains_written, 1);
     assert_eq!(report.v4.chains_deleted, 1);
 }
@@ -775,16 +820,11 @@ fn verify_names_what_differs_without_writing() {
         .pop();
     let drift = dataplane(&runner).verify(&after).expect("verify");
     assert_eq!(drift.chains, [(Family::V4, "PAL-TO-a".to_string())]);
-    // The pods set changed while PAL-TO-a uses it: it would be written under its other name.
-    assert_eq!(
-        drift.sets,
-        [
-            (Family::V4, "pal4-P-pods".to_string()),
-            (Family::V4, PODS.to_string())
-        ]
-    );
+    // The pods set changed while PAL-TO-a uses it: it would be written under its other name,
+    // and the name in use would stay as its spare.
+    assert_eq!(drift.sets, [(Family::V4, "pal4-P-pods".to_string())]);
     assert_eq!(drift.hooks, [Family::V4]);
-    assert_eq!(drift.len(), 4);
+    assert_eq!(drift.len(), 3);
     assert!(runner.restore_calls().is_empty());
 
     let in_place = runner_holding(&before, true);
