@@ -196,9 +196,8 @@ fn truncate_at_char_boundary(text: &mut String, max: usize) {
     }
 }
 
-/// The most members a set may hold. The kernel's default (65536) is below what one selector can
-/// match in a large cluster; the limit costs nothing until it is used.
-pub const IPSET_MAXELEM: usize = 1_048_576;
+/// The `maxelem` every set is created with.
+pub const IPSET_MAXELEM: usize = crate::compiler::desired::SET_CAPACITY;
 
 /// The `ipset create` line for a set.
 pub fn ipset_create(name: &str, set: &IpSet) -> String {

@@ -150,6 +150,8 @@ pub struct Agent {
     full_resync: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// The sets over capacity at the last sync, as reported then.
+    overflows: Vec<crate::compiler::SetOverflow>,
 }
 
 impl Agent {
@@ -169,6 +171,7 @@ impl Agent {
             full_resync: false,
             retry_at: None,
             backoff,
+            overflows: Vec::new(),
         }
     }
 

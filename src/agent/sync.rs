@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{gauge, Agent};
-use crate::compiler::NodeCompiler;
+use crate::compiler::{NodeCompiler, SetOverflow};
 use crate::dataplane::{ApplyOptions, ApplyReport, DataplaneError};
 use crate::model::{Direction, Family};
 
@@ -35,6 +35,11 @@ impl Agent {
         // to plan, as long as the kernel is known to hold the last state written. A rebuilt
         // compiler has no record of what changed, so its state is always applied.
         let unchanged = compiler.take_dirty().is_empty();
+        if !unchanged || rebuilt {
+            let overflows = compiler.overflowing_sets();
+            report_overflows(&self.overflows, &overflows);
+            self.overflows = overflows;
+        }
         if !rebuilt && unchanged && self.dataplane.remembers() {
             self.metrics.syncs.inc();
             self.metrics.syncs_without_changes.inc();
@@ -202,5 +207,37 @@ fn tool_label(program: &str) -> &'static str {
         "iptables-restore"
     } else {
         "ipset"
+    }
+}
+
+/// Logs each set that went over capacity since the last sync (or whose failed policies
+/// changed), naming what it selects and the policies failed closed, and each one that fits
+/// again. A set growing further while over capacity is not logged again.
+fn report_overflows(before: &[SetOverflow], now: &[SetOverflow]) {
+    let same = |a: &SetOverflow, b: &SetOverflow| {
+        a.family == b.family && a.set == b.set && a.policies == b.policies
+    };
+    for overflow in now.iter().filter(|o| !before.iter().any(|b| same(b, o))) {
+        let policies: Vec<String> = overflow.policies.iter().map(|p| p.canonical()).collect();
+        tracing::error!(
+            family = %overflow.family,
+            set = %overflow.set,
+            selects = %overflow.description,
+            elements = overflow.elements,
+            capacity = overflow.capacity,
+            policies = ?policies,
+            "a set would exceed the ipset capacity (maxelem): it is not written, and the policies reading it fail closed"
+        );
+    }
+    for fits in before
+        .iter()
+        .filter(|o| !now.iter().any(|n| n.family == o.family && n.set == o.set))
+    {
+        tracing::info!(
+            family = %fits.family,
+            set = %fits.set,
+            selects = %fits.description,
+            "a set fits the ipset capacity again: its policies are enforced as written"
+        );
     }
 }

@@ -68,6 +68,7 @@ fn compiler_config(args: &MarkArgs) -> Result<CompilerConfig, ExitCode> {
             log_denied: args.log_denied,
         },
         nflog_group: args.nflog_group,
+        ..CompilerConfig::default()
     })
 }
 

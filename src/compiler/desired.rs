@@ -75,6 +75,10 @@ impl IpSetKind {
     }
 }
 
+/// The most members a set may hold (`maxelem`). The kernel's default (65536) is below what one
+/// selector can match in a large cluster; the limit costs nothing until it is used.
+pub const SET_CAPACITY: usize = 1_048_576;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpSet {
     pub kind: IpSetKind,

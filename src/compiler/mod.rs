@@ -13,7 +13,7 @@ pub mod rules;
 pub mod sets;
 
 pub use desired::DesiredState;
-pub use node::NodeCompiler;
+pub use node::{NodeCompiler, SetOverflow};
 
 use crate::index::ClusterIndex;
 use crate::model::NodeDenials;
@@ -108,6 +108,9 @@ pub struct CompilerConfig {
     pub denials: NodeDenials,
     /// The NFLOG group denied (and audited) packets are sent to for the denied-flow log.
     pub nflog_group: u16,
+    /// The most elements a set may hold (the sets' `maxelem`); a set that would hold more is
+    /// not written, and the policies reading it fail closed.
+    pub set_capacity: usize,
 }
 
 /// Palisade's NFLOG group unless configured: clear of Calico's flow-log groups (1 and 2) and
@@ -122,6 +125,7 @@ impl Default for CompilerConfig {
             log: LogConfig::default(),
             denials: NodeDenials::default(),
             nflog_group: DEFAULT_NFLOG_GROUP,
+            set_capacity: desired::SET_CAPACITY,
         }
     }
 }

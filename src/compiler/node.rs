@@ -16,12 +16,15 @@ use super::naming;
 use super::rules;
 use super::sets::{SetKey, SetRef};
 use super::CompilerConfig;
+
+mod capacity;
 use crate::index::{Change, ClusterIndex, PodId, PodIdMap, PodIdSet};
 use crate::model::{
     DenialHandling, Direction, Family, NetworkSet, NetworkSetKey, ObjectKey, Pod, PolicyId,
     ServiceAccount,
 };
 use crate::selector::{LabelText, Labels, SelectorIndex};
+pub use capacity::SetOverflow;
 
 /// A pod of this node and, per direction, the tiers that have policies for it (`None`: no
 /// policy applies: allowed).
@@ -253,6 +256,12 @@ pub struct NodeCompiler {
     /// How many rules each local pod has in `PAL-FORWARD`, (egress, ingress), per family
     /// (IPv4 first): where to splice when one pod changes.
     forward_counts: [BTreeMap<ObjectKey, (usize, usize)>; 2],
+    /// Sets whose members changed since the capacity was last enforced (see `capacity`).
+    resized: BTreeSet<(Family, String)>,
+    /// Sets over capacity, with all their members, kept out of the state.
+    overflowed: BTreeMap<(Family, String), crate::compiler::desired::IpSet>,
+    /// Policy chains written failed closed because they read a set kept out.
+    failed_closed: HashSet<PolicyChainKey>,
 }
 
 impl NodeCompiler {
@@ -272,6 +281,9 @@ impl NodeCompiler {
             network_set_records: HashMap::new(),
             forward_counts: [BTreeMap::new(), BTreeMap::new()],
             dirty: BTreeSet::new(),
+            resized: BTreeSet::new(),
+            overflowed: BTreeMap::new(),
+            failed_closed: HashSet::new(),
         };
         compiler.state.v4.chains.insert(
             naming::FORWARD_CHAIN.to_string(),
@@ -284,6 +296,7 @@ impl NodeCompiler {
         for key in local {
             compiler.refresh_local_pod(index, &key);
         }
+        compiler.enforce_set_capacity(index);
         compiler
     }
 
@@ -471,6 +484,7 @@ impl NodeCompiler {
         for key in dirty_local {
             self.refresh_local_pod(index, &key);
         }
+        self.enforce_set_capacity(index);
     }
 
     fn local_pods_in(&self, namespace: &str) -> Vec<ObjectKey> {
@@ -703,6 +717,7 @@ impl NodeCompiler {
             return;
         }
         if let Some(active) = self.policy_chains.remove(key) {
+            self.failed_closed.remove(key);
             let (policy, direction, family, handling) = key;
             let name = naming::policy_chain(policy, *direction, *handling);
             self.state.family_mut(*family).chains.remove(&name);
@@ -803,6 +818,7 @@ impl NodeCompiler {
         entries.sort_unstable_by_key(SetEntry::order_key);
         set.members = entries.into_iter().collect();
         self.dirty.insert((family, name.clone()));
+        self.resized.insert((family, name.clone()));
         self.state.family_mut(family).ipsets.insert(name, set);
         key
     }
@@ -940,6 +956,7 @@ impl NodeCompiler {
         }
         let name = key.name(family);
         self.state.family_mut(family).ipsets.remove(&name);
+        self.overflowed.remove(&(family, name.clone()));
         self.dirty.insert((family, name));
         if active.refs != [0, 0] {
             return;
@@ -1216,7 +1233,7 @@ impl NodeCompiler {
         add: Vec<SetEntry>,
     ) {
         let name = set.name(family);
-        let Some(ipset) = self.state.family_mut(family).ipsets.get_mut(&name) else {
+        let Some(ipset) = self.set_mut(family, &name) else {
             return;
         };
         let mut changed = false;
@@ -1227,6 +1244,7 @@ impl NodeCompiler {
             changed |= ipset.members.insert(entry);
         }
         if changed {
+            self.resized.insert((family, name.clone()));
             self.dirty.insert((family, name));
         }
     }
@@ -1280,9 +1298,10 @@ impl NodeCompiler {
                 let name = set.name(family);
                 let wanted: BTreeSet<SetEntry> =
                     set.static_entries(index, family).into_iter().collect();
-                if let Some(ipset) = self.state.family_mut(family).ipsets.get_mut(&name) {
+                if let Some(ipset) = self.set_mut(family, &name) {
                     if ipset.members != wanted {
                         ipset.members = wanted;
+                        self.resized.insert((family, name.clone()));
                         self.dirty.insert((family, name));
                     }
                 }

@@ -338,3 +338,130 @@ fn set_entries_sort_by_their_order_key_as_by_their_order() {
         }
     }
 }
+
+/// Whether a new TCP connection from `src` to `dst` port 80 gets through node n1's rules.
+fn accepts(state: &DesiredState, src: &str, dst: &str) -> bool {
+    let packet = crate::explain::interpreter::Packet::ported(
+        src.parse().unwrap(),
+        dst.parse().unwrap(),
+        Protocol::Tcp,
+        80,
+    );
+    crate::explain::interpreter::forward_accepts(
+        state.family(Family::V4),
+        Family::V4,
+        &packet,
+        &mut Vec::new(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_set_over_capacity_is_kept_out_and_its_policies_fail_closed_until_it_fits() {
+    let mut index = cluster();
+    // Kubernetes: db admits clients. Calico: api denies clients and allows everyone else.
+    index.upsert_policy(ingress_policy(
+        "a",
+        "db",
+        &[("app", "db")],
+        vec![pods_in("a", &[("role", "client")])],
+    ));
+    let clients = Selector::parse("role == 'client'").unwrap();
+    let mut deny_clients = crate::model::Rule::new(crate::model::Action::Deny, 0);
+    deny_clients.source.selector = Some(clients.clone());
+    index.upsert_policy(Policy {
+        id: PolicyId::global("guard"),
+        tier: "default".into(),
+        order: None,
+        selector: Selector::parse("app == 'api'").unwrap(),
+        ingress: Some(vec![deny_clients, crate::model::Rule::allow_all(1)]),
+        egress: None,
+    });
+    let client = |i: u8| {
+        pod(
+            "a",
+            &format!("c{i}"),
+            "n2",
+            &[&format!("10.0.1.{i}")],
+            &[("role", "client")],
+        )
+    };
+    index.upsert_pod(client(1));
+    index.upsert_pod(client(2));
+    index.upsert_pod(pod("a", "other", "n2", &["10.0.2.1"], &[("role", "other")]));
+    let config = CompilerConfig {
+        set_capacity: 2,
+        ..CompilerConfig::default()
+    };
+    let mut compiler = NodeCompiler::new(&index, "n1", config.clone());
+    let clients_set = SetKey::Selector(clients).name(Family::V4);
+    let (db, api) = ("10.0.0.1", "10.0.0.3");
+    assert!(compiler.state().v4.ipsets.contains_key(&clients_set));
+    assert!(accepts(compiler.state(), "10.0.1.1", db));
+    assert!(!accepts(compiler.state(), "10.0.1.1", api));
+    assert!(accepts(compiler.state(), "10.0.2.1", api));
+    assert!(compiler.overflowing_sets().is_empty());
+
+    // A third client: the clients set would hold 3 elements, over the capacity of 2.
+    let change = index.upsert_pod(client(3)).unwrap();
+    compiler.apply(&index, &[change]);
+    let state = compiler.state();
+    assert!(
+        !state.v4.ipsets.contains_key(&clients_set),
+        "a set over capacity is not written"
+    );
+    assert!(
+        state
+            .v4
+            .chains
+            .values()
+            .flat_map(|chain| &chain.rules)
+            .all(|rule| rule.referenced_sets().all(|set| set != clients_set)),
+        "no rule reads it"
+    );
+    // db's policy allows nothing now; the guard, which can deny, denies everything.
+    assert!(!accepts(state, "10.0.1.1", db));
+    assert!(!accepts(state, "10.0.2.1", api));
+    // Two sets hold the clients: the guard's selector, and db's (scoped to namespace a).
+    let overflows = compiler.overflowing_sets();
+    assert_eq!(overflows.len(), 2, "{overflows:?}");
+    let overflow = overflows
+        .iter()
+        .find(|o| o.set == clients_set)
+        .expect("the guard's set");
+    assert_eq!(overflow.family, Family::V4);
+    assert_eq!((overflow.elements, overflow.capacity), (3, 2));
+    assert!(
+        overflow.description.contains("role == \"client\""),
+        "{}",
+        overflow.description
+    );
+    assert_eq!(overflow.policies, [PolicyId::global("guard")]);
+    let other = overflows
+        .iter()
+        .find(|o| o.set != clients_set)
+        .expect("db's set");
+    assert_eq!(
+        other.policies,
+        [PolicyId::kubernetes(&ObjectKey::new("a", "db"))]
+    );
+    // A cold compile of the same cluster gives the same state.
+    assert_eq!(
+        compiler.state(),
+        NodeCompiler::new(&index, "n1", config.clone()).state()
+    );
+
+    // The third client goes: the set fits again and both policies are back as written.
+    let change = index.remove_pod(&ObjectKey::new("a", "c3")).unwrap();
+    compiler.apply(&index, &[change]);
+    let state = compiler.state();
+    assert_eq!(state.v4.ipsets[&clients_set].members.len(), 2);
+    assert!(accepts(state, "10.0.1.1", db));
+    assert!(!accepts(state, "10.0.1.1", api));
+    assert!(accepts(state, "10.0.2.1", api));
+    assert!(compiler.overflowing_sets().is_empty());
+    assert_eq!(
+        compiler.state(),
+        NodeCompiler::new(&index, "n1", config).state()
+    );
+}
