@@ -101,6 +101,7 @@ scenario_tests!(
         calico_service_accounts,
         calico_services,
         calico_crd_v1,
+        set_capacity,
     ]
 );
 
@@ -130,6 +131,7 @@ scenario_tests!(
         calico_service_accounts,
         calico_services,
         calico_crd_v1,
+        set_capacity,
     ]
 );
 

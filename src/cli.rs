@@ -179,7 +179,17 @@ pub struct MarkArgs {
     /// The NFLOG group denied and audited packets go to (the agent reads it).
     #[arg(long, default_value_t = palisade::compiler::DEFAULT_NFLOG_GROUP)]
     pub nflog_group: u16,
+    /// The most elements one set may hold, at most the maxelem sets are created with. A
+    /// selector matching more is not written, and the policies using it fail closed.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u32).range(1..=MAX_IPSET_SIZE),
+        default_value_t = MAX_IPSET_SIZE as u32
+    )]
+    pub max_ipset_size: u32,
 }
+
+const MAX_IPSET_SIZE: i64 = palisade::compiler::desired::SET_CAPACITY as i64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EnforcementArg {

@@ -4,12 +4,17 @@
 use std::process::Command;
 
 fn render(manifest: &str) -> (i32, String, String) {
+    render_with(manifest, &[])
+}
+
+fn render_with(manifest: &str, args: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("input.yaml");
     std::fs::write(&path, manifest).expect("write manifest");
     let output = Command::new(env!("CARGO_BIN_EXE_palisade"))
         .args(["render", "--node", "node-1", "--manifests"])
         .arg(&path)
+        .args(args)
         .output()
         .expect("run palisade");
     (
@@ -312,4 +317,42 @@ fn a_calico_default_deny_isolates_the_node_s_pods() {
     for needle in ["PAL-TO-", "PAL-FROM-", "end of tier default"] {
         assert!(stdout.contains(needle), "{needle}: {stdout}");
     }
+}
+
+#[test]
+fn a_set_over_the_capacity_is_named_with_its_selector_and_policy_and_not_rendered() {
+    let client = |name: &str, ip: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{role: client}}}}\nspec: {{nodeName: node-2, containers: [{{name: c, image: c}}]}}\nstatus: {{podIP: {ip}}}\n---\n")
+    };
+    let manifest = format!(
+        "{}{}{}",
+        client("c1", "10.0.1.1"),
+        client("c2", "10.0.1.2"),
+        policy("  podSelector: {}\n  ingress: [{from: [{podSelector: {matchLabels: {role: client}}}]}]\n")
+    );
+    let (code, stdout, _) = render(&manifest);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("add pal4-p-") && stdout.contains("10.0.1.2"),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = render_with(&manifest, &["--max-ipset-size", "1"]);
+    assert_eq!(code, 0, "the other policies are still rendered: {stderr}");
+    for needle in [
+        "would hold 2 elements, over the capacity of 1",
+        "role",
+        "client",
+        "these policies fail closed:",
+        "default/bad",
+    ] {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");
+    }
+    assert!(
+        !stdout.contains("10.0.1.2"),
+        "the set is not rendered: {stdout}"
+    );
+    let (code, _, stderr) = render_with(&manifest, &["--max-ipset-size", "2000000"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("1..=1048576"), "{stderr}");
 }

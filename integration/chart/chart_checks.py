@@ -74,14 +74,14 @@ PROFILES = {
     "default": dict(
         optional=False, cleanup=False, refresh="60s", refresh_seconds=180,
         args=["agent", "--metrics-addr=0.0.0.0:9617", "--refresh-interval=60s",
-              "--counters-interval=10s", "--enforcement=enforce", "--nflog-group=417",
+              "--counters-interval=10s", "--max-ipset-size=1048576", "--enforcement=enforce", "--nflog-group=417",
               "--denied-log-window=10s", "--denied-log-rate=50", "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text"],
         rust_log="info", grace=30, port=9617, calico=True),
     # serviceMonitor, prometheusRule, dashboards and cleanupOnUninstall on
     "all": dict(
         optional=True, cleanup=True, refresh="60s", refresh_seconds=180,
         args=["agent", "--metrics-addr=0.0.0.0:9617", "--refresh-interval=60s",
-              "--counters-interval=10s", "--enforcement=enforce", "--nflog-group=417",
+              "--counters-interval=10s", "--max-ipset-size=1048576", "--enforcement=enforce", "--nflog-group=417",
               "--denied-log-window=10s", "--denied-log-rate=50", "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text",
               "--cleanup-on-exit"],
         rust_log="info", grace=60, port=9617, calico=True),
@@ -89,7 +89,7 @@ PROFILES = {
     "custom": dict(
         optional=True, cleanup=False, refresh="90s", refresh_seconds=270,
         args=["agent", "--metrics-addr=[::]:9700", "--refresh-interval=90s",
-              "--counters-interval=30s", "--enforcement=audit", "--nflog-group=5",
+              "--counters-interval=30s", "--max-ipset-size=65536", "--enforcement=audit", "--nflog-group=5",
               "--denied-log-window=30s", "--denied-log-rate=10", "--log-denied", "--debounce=250ms", "--backend=nft", "--calico-api=off", "--log-format=json",
               "--accept-mark=0x400000"],
         rust_log="palisade=debug", grace=45, port=9700, calico=False),

@@ -274,6 +274,9 @@ pub struct Cluster {
     /// Every other object (Calico resources, ServiceAccounts, EndpointSlices), written to the
     /// manifests as they are, by [`object_key`].
     pub objects: BTreeMap<String, Value>,
+    /// More arguments for every `palisade apply` (compiler options such as
+    /// `--max-ipset-size`).
+    pub apply_args: Vec<String>,
     next_veth: usize,
     /// Source ports handed to UDP probes, so no probe repeats an earlier probe's 5-tuple.
     /// Per source: a UDP 5-tuple includes the source address, so each source has the whole
@@ -308,6 +311,7 @@ impl Cluster {
             policies: BTreeMap::new(),
             manifest_only_pods: BTreeMap::new(),
             objects: BTreeMap::new(),
+            apply_args: Vec::new(),
             next_veth: 0,
             udp_port_cursors: std::sync::Mutex::default(),
         };

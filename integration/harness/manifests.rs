@@ -145,6 +145,7 @@ pub fn apply(cluster: &Cluster, backend: Backend) -> Result<Vec<NodeOutput>> {
             "--backend",
             backend.as_str(),
         ]);
+        command.args(&cluster.apply_args);
         command
     });
     if result.is_err() {

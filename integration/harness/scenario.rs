@@ -74,6 +74,9 @@ pub struct Scenario {
     pub namespaces: BTreeMap<String, NamespaceDef>,
     pub pods: BTreeMap<String, PodDef>,
     pub steps: Vec<Step>,
+    /// More arguments for `palisade apply`, e.g. `[--max-ipset-size, "2"]`.
+    #[serde(default)]
+    pub palisade_args: Vec<String>,
 }
 
 fn default_nodes() -> usize {
@@ -221,6 +224,7 @@ pub fn run_file(path: &Path, binaries: &Binaries, backend: Backend) -> Result<Re
 
     let setup_started = std::time::Instant::now();
     let mut cluster = Cluster::new(binaries.clone(), "palh", scenario.nodes)?;
+    cluster.apply_args = scenario.palisade_args.clone();
     for (name, def) in &scenario.namespaces {
         let namespace = cluster.ensure_namespace(name);
         namespace.labels = def.labels.clone();

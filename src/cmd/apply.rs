@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use palisade::compiler;
 use palisade::dataplane::{
     resolve_backend, ApplyOptions, ApplyReport, BackendChoice, Dataplane, SystemRunner,
 };
@@ -38,7 +37,7 @@ pub fn apply(
         (Ok(m), Ok(config)) => (m, config),
         (Err(code), _) | (_, Err(code)) => return code,
     };
-    let state = compiler::compile(&manifests.into_index(), &input.node, config);
+    let state = super::compile_reporting_overflows(&manifests.into_index(), &input.node, config);
     let dataplane = match dataplane(backend) {
         Ok(d) => d,
         Err(code) => return code,

@@ -68,8 +68,22 @@ fn compiler_config(args: &MarkArgs) -> Result<CompilerConfig, ExitCode> {
             log_denied: args.log_denied,
         },
         nflog_group: args.nflog_group,
-        ..CompilerConfig::default()
+        set_capacity: args.max_ipset_size as usize,
     })
+}
+
+/// Compiles NODE's state, logging every set too large to write (the policies reading it are
+/// compiled failed closed).
+fn compile_reporting_overflows(
+    index: &palisade::index::ClusterIndex,
+    node: &str,
+    config: CompilerConfig,
+) -> palisade::compiler::DesiredState {
+    let compiler = palisade::compiler::NodeCompiler::new(index, node, config);
+    for overflow in compiler.overflowing_sets() {
+        tracing::error!("{overflow}");
+    }
+    compiler.into_state()
 }
 
 /// The process's peak resident memory so far, in MiB (`VmHWM`), for the timing logs; 0 where

@@ -2,7 +2,6 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use palisade::compiler;
 use palisade::model::Family;
 use palisade::render;
 
@@ -19,7 +18,7 @@ pub fn render(input: &ManifestArgs, family: FamilyArg, mark_args: &MarkArgs) -> 
         (Err(code), _) | (_, Err(code)) => return code,
     };
     let loaded = Instant::now();
-    let state = compiler::compile(&manifests.into_index(), &input.node, config);
+    let state = super::compile_reporting_overflows(&manifests.into_index(), &input.node, config);
     let families: &[Family] = match family {
         FamilyArg::Ipv4 => &[Family::V4],
         FamilyArg::Ipv6 => &[Family::V6],

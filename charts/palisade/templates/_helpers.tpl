@@ -123,6 +123,7 @@ Arguments of the agent container.
 - --metrics-addr={{ include "palisade.metricsAddr" . }}
 - --refresh-interval={{ .Values.refreshInterval }}
 - --counters-interval={{ .Values.countersInterval }}
+- --max-ipset-size={{ int .Values.maxIpsetSize }}
 - --enforcement={{ .Values.enforcement }}
 - --nflog-group={{ .Values.deniedFlowLog.nflogGroup }}
 - --denied-log-window={{ .Values.deniedFlowLog.window }}

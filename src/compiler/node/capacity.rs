@@ -30,6 +30,24 @@ pub struct SetOverflow {
     pub policies: Vec<PolicyId>,
 }
 
+impl std::fmt::Display for SetOverflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "set {} ({}) would hold {} elements, over the capacity of {}: it is not written, and ",
+            self.set, self.description, self.elements, self.capacity
+        )?;
+        if self.policies.is_empty() {
+            return f.write_str("no policy reads it");
+        }
+        f.write_str("these policies fail closed:")?;
+        for policy in &self.policies {
+            write!(f, " {}", policy.canonical())?;
+        }
+        Ok(())
+    }
+}
+
 /// The kernel elements of a set: one per entry, but a `/0` is written as its two halves.
 pub(super) fn element_count(set: &IpSet) -> usize {
     let whole_spaces = set
