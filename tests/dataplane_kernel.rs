@@ -645,15 +645,11 @@ fn member_edits_and_nomatch_flips_reach_the_kernel() {
         );
         let sent = runner.take_restores();
         assert_eq!(sent.len(), 2, "{backend}: {sent:?}");
-        let v4 = save(&netns, backend, Family::V4);
-        assert!(
-            v4.contains("--match-set pal4-B-block src") && !v4.contains("pal4-b-block"),
-            "{backend}:\n{v4}"
-        );
-        assert_eq!(
-            set_members(&netns, "pal4-B-block"),
-            ["192.168.0.0/16", "192.168.1.0/24", "192.168.2.0/24 nomatch"],
-            "{backend}"
+        assert_rules_use(
+            &netns,
+            backend,
+            ["pal4-B-block", "pal4-b-block"],
+            &["192.168.0.0/16", "192.168.1.0/24", "192.168.2.0/24 nomatch"],
         );
         assert_eq!(apply(&dataplane, &edited).changes, 0, "{backend}");
         assert!(runner.take_restores().is_empty(), "{backend}");
@@ -668,15 +664,11 @@ fn member_edits_and_nomatch_flips_reach_the_kernel() {
         );
         let sent = runner.take_restores();
         assert_eq!(sent.len(), 1, "{backend}: only the transaction: {sent:?}");
-        let v4 = save(&netns, backend, Family::V4);
-        assert!(
-            v4.contains("--match-set pal4-b-block src") && !v4.contains("pal4-B-block"),
-            "{backend}:\n{v4}"
-        );
-        assert_eq!(
-            set_members(&netns, "pal4-b-block"),
-            ["172.16.0.9", "192.168.0.0/16", "192.168.1.0/24 nomatch"],
-            "{backend}"
+        assert_rules_use(
+            &netns,
+            backend,
+            ["pal4-b-block", "pal4-B-block"],
+            &["172.16.0.9", "192.168.0.0/16", "192.168.1.0/24 nomatch"],
         );
 
         // One element more is a single `ipset add`, atomic by itself: written in place.
@@ -736,6 +728,16 @@ fn member_edits_and_nomatch_flips_reach_the_kernel() {
             "{backend}"
         );
     }
+}
+
+/// The rules match on `[in_use, spare]`'s first name only, and that set holds `members`.
+fn assert_rules_use(netns: &Netns, backend: Backend, [in_use, spare]: [&str; 2], members: &[&str]) {
+    let v4 = save(netns, backend, Family::V4);
+    assert!(
+        v4.contains(&format!("--match-set {in_use} src")) && !v4.contains(spare),
+        "{backend}:\n{v4}"
+    );
+    assert_eq!(set_members(netns, in_use), members, "{backend}");
 }
 
 /// The elements of a set as `ipset save` prints them, sorted.

@@ -10,7 +10,7 @@ use crate::model::Family;
 
 use super::error::DataplaneError;
 use super::memory::{plan_from_memory, remember, RememberedPlan};
-use super::placement::{to_write, visible_steps, HeldSets, Placement};
+use super::placement::{to_write, visible_steps, Held, Placement};
 use super::plan::FamilyStats;
 use super::read::plan_both_families;
 use super::restore::{render_plan, Stage};
@@ -208,37 +208,34 @@ fn plan_placed<'a>(
     known: &DesiredState,
     desired: &'a DesiredState,
 ) -> Result<(Cow<'a, DesiredState>, RememberedPlans), DataplaneError> {
-    let held: [&dyn HeldSets; 2] = [&known.v4, &known.v6];
-    let in_place = to_write(desired, held, Placement::InPlace);
-    let plans = plan_from(known, &in_place)?;
+    // The same checks a read would make. Placement renames sets only, so they hold for the
+    // state under either placement.
+    for family in Family::ALL {
+        validate_family(family, desired.family(family))?;
+    }
+    let held = [Held::of(&known.v4), Held::of(&known.v6)];
+    let in_place = to_write(desired, &held, Placement::InPlace);
+    let plans = plan_from(known, &in_place);
     let steps: usize = plans
         .iter()
-        .filter_map(|(family, plan)| {
-            Some(visible_steps(&plan.as_ref()?.plan, known.family(*family)))
-        })
+        .zip(&held)
+        .filter_map(|((_, plan), held)| Some(visible_steps(&plan.as_ref()?.plan, held)))
         .sum();
     if steps <= 1 {
         return Ok((in_place, plans));
     }
-    let state = to_write(desired, held, Placement::Switch);
-    let plans = plan_from(known, &state)?;
+    let state = to_write(desired, &held, Placement::Switch);
+    let plans = plan_from(known, &state);
     Ok((state, plans))
 }
 
-/// Both families planned from the memory of the last apply, after the same checks a read
-/// would make.
-fn plan_from(
-    known: &DesiredState,
-    desired: &DesiredState,
-) -> Result<RememberedPlans, DataplaneError> {
-    for family in Family::ALL {
-        validate_family(family, desired.family(family))?;
-    }
-    Ok(Family::ALL
+/// Both families planned from the memory of the last apply.
+fn plan_from(known: &DesiredState, desired: &DesiredState) -> RememberedPlans {
+    Family::ALL
         .into_iter()
         .map(|family| {
             let plan = plan_from_memory(family, desired.family(family), known.family(family));
             (family, plan)
         })
-        .collect())
+        .collect()
 }

@@ -63,6 +63,22 @@ pub(crate) trait HeldSets {
     fn holds(&self, name: &str, wanted: &IpSet) -> bool;
 }
 
+/// What one family holds, with the names its chains in force match on read once: placing the
+/// sets and counting the visible steps of a plan both need them.
+pub(crate) struct Held<'a> {
+    sets: &'a dyn HeldSets,
+    referenced: HashSet<String>,
+}
+
+impl<'a> Held<'a> {
+    pub(crate) fn of(sets: &'a dyn HeldSets) -> Self {
+        Self {
+            referenced: sets.referenced(),
+            sets,
+        }
+    }
+}
+
 /// The memory of the last write.
 impl HeldSets for FamilyState {
     fn referenced(&self) -> HashSet<String> {
@@ -98,10 +114,13 @@ pub(crate) enum Placement {
 /// its canonical name; changing it is invisible to packets.
 pub(crate) fn placements(
     desired: &FamilyState,
-    held: &dyn HeldSets,
+    held: &Held<'_>,
     placement: Placement,
 ) -> BTreeMap<String, String> {
-    let referenced = held.referenced();
+    let Held {
+        sets: held,
+        referenced,
+    } = held;
     let mut moved = BTreeMap::new();
     for (name, set) in &desired.ipsets {
         let Some(alternate) = alternate_set_name(name) else {
@@ -138,8 +157,8 @@ pub(crate) fn is_spare(name: &str, placed: &FamilyState) -> bool {
 /// may edit a used set in place: a pod joining or leaving one set is then one `ipset add` or
 /// `del` instead of a switch. Anything else on a used set counts as two, which rules the
 /// in-place plan out.
-pub(crate) fn visible_steps(plan: &FamilyPlan, held: &dyn HeldSets) -> usize {
-    let referenced = held.referenced();
+pub(crate) fn visible_steps(plan: &FamilyPlan, held: &Held<'_>) -> usize {
+    let referenced = &held.referenced;
     let transaction = !plan.write_chains.is_empty()
         || !plan.delete_chains.is_empty()
         || !plan.bridge_chains.is_empty()
@@ -192,7 +211,7 @@ pub(crate) fn renamed(state: &FamilyState, moved: &BTreeMap<String, String>) -> 
 /// Borrowed when every set keeps its canonical name.
 pub(crate) fn to_write<'a>(
     desired: &'a DesiredState,
-    held: [&dyn HeldSets; 2],
+    held: &[Held<'_>; 2],
     placement: Placement,
 ) -> Cow<'a, DesiredState> {
     let [v4_held, v6_held] = held;

@@ -12,7 +12,7 @@ use super::error::DataplaneError;
 use super::exec::CommandRunner;
 use super::ipset_save::{parse_ipset_save, KernelSet};
 use super::iptables_save::{parse_filter_save, FilterSnapshot};
-use super::placement::{alternate_set_name, is_spare, to_write, HeldSets, Placement};
+use super::placement::{alternate_set_name, to_write, Held, HeldSets, Placement};
 use super::plan::{plan_family, FamilyPlan};
 use super::set_members::desired_elements;
 use super::validate::validate_family;
@@ -42,7 +42,7 @@ pub(crate) fn plan_both_families<'a>(
     let wanted = Family::ALL.map(|family| !desired.family(family).is_empty());
     let kernel = read_kernel(runner, backend, wanted)?;
     let [v4, v6] = &kernel;
-    let mut state = to_write(desired, [v4, v6], Placement::Switch);
+    let mut state = to_write(desired, &[Held::of(v4), Held::of(v6)], Placement::Switch);
     keep_spares(&mut state, &kernel);
     let plans = plan_against(&kernel, &state);
     Ok((state, plans))
@@ -107,7 +107,7 @@ fn keep_spares(state: &mut Cow<'_, DesiredState>, kernel: &[KernelFamily; 2]) {
             .iter()
             .filter(|(name, set)| {
                 let placed = state.family(read.family);
-                is_spare(name, placed)
+                !placed.ipsets.contains_key(*name)
                     && alternate_set_name(name)
                         .and_then(|other| placed.ipsets.get(&other))
                         .is_some_and(|wanted| set.matches(wanted.kind, wanted.family))

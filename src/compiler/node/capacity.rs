@@ -86,10 +86,9 @@ impl NodeCompiler {
 
     /// The set of this name, whether in the state or kept aside over capacity.
     pub(super) fn set_mut(&mut self, family: Family, name: &str) -> Option<&mut IpSet> {
-        let key = (family, name.to_string());
         match self.state.family_mut(family).ipsets.get_mut(name) {
             Some(set) => Some(set),
-            None => self.overflowed.get_mut(&key),
+            None => self.overflowed.get_mut(&(family, name.to_string())),
         }
     }
 
