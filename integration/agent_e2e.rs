@@ -5,7 +5,9 @@
 //!   each start from "no policies": every kind of change enforced within 1 s (timed with
 //!   probes), an invalid policy (Event, metric, fail-closed), drift repair, agent restarts
 //!   under continuous probing (zero wrong verdicts), event-to-kernel latency of 50 label
-//!   changes, and a 10 s apiserver outage (no verdict changes, changes after it applied).
+//!   changes, the apiserver answering 500 and then leaving connections hanging (30 s each,
+//!   through `fault-proxy.py`), and a 10 s apiserver outage (no verdict changes, changes
+//!   after it applied).
 //!   A failing phase is reported, the cluster is reset, and the next phase runs.
 //! - `manifest_agents_follow_file_changes`: the agent's `--manifests` source, no apiserver.
 //! - unit tests of the metrics text-format parser live in `e2e/metrics.rs`.
@@ -31,6 +33,7 @@ use serde_json::{json, Value};
 
 use e2e::agent::{self, Agent, Source as AgentSource};
 use e2e::apiserver::ApiServer;
+use e2e::fault_proxy::{FaultProxy, Mode};
 use e2e::kube;
 use e2e::verdicts::{self, Await, Expectation, FlipTiming, Sampling, Tally};
 use e2e::{binaries, median_and_max, ms, pod_spec, RunDir};
@@ -249,8 +252,10 @@ impl Report {
 }
 
 struct World {
-    // Dropped in this order: agents, apiserver, cluster, scratch directory.
+    // Dropped in this order: agents, proxy, apiserver, cluster, scratch directory.
     agents: Vec<Agent>,
+    /// What the agents reach the apiserver through.
+    proxy: FaultProxy,
     api: ApiServer,
     cluster: Cluster,
     run: RunDir,
@@ -263,8 +268,10 @@ impl World {
         let mut cluster = Cluster::new(binaries(), "pale2e", 2)?;
         cluster.add_pods(baseline_pods())?;
         let api = ApiServer::start(&cluster, &run.path.join("api"))?;
+        let proxy = FaultProxy::start(&api, &run.path)?;
         let mut world = World {
             agents: Vec::new(),
+            proxy,
             api,
             cluster,
             run,
@@ -282,7 +289,7 @@ impl World {
                 &world.cluster.binaries.palisade,
                 &node.name,
                 &node.netns,
-                AgentSource::Kubeconfig(world.api.kubeconfig.clone()),
+                AgentSource::Kubeconfig(world.proxy.kubeconfig.clone()),
                 &world.run.path,
                 "2s",
             ));
@@ -372,6 +379,7 @@ impl World {
 
     /// Back to "no policies, baseline labels", whatever a failed phase left behind.
     fn reset(&mut self) -> Result<()> {
+        self.proxy.set(Mode::Pass)?;
         if !self.api.is_ready() {
             self.api.restart_apiserver()?;
         }
@@ -1629,6 +1637,274 @@ fn phase_apiserver_outage(world: &mut World) -> Result<()> {
     world.delete_policies()
 }
 
+/// How soon a change made while the apiserver misbehaved must reach both nodes once it
+/// behaves again: a health check every 2 s while it fails, 5 s to give one up, a relisting
+/// watch, the debounce. The test reports the time measured.
+const FAULT_RECOVERY_LIMIT: Duration = Duration::from_secs(30);
+/// How long each fault lasts.
+const FAULT_LENGTH: Duration = Duration::from_secs(30);
+
+/// Per agent: the counters a fault case reads before and after.
+#[derive(Debug, Clone, Copy, Default)]
+struct FaultCounters {
+    check_errors: f64,
+    check_timeouts: f64,
+    watch_errors: f64,
+    watch_restarts: f64,
+}
+
+impl FaultCounters {
+    fn read(agent: &Agent) -> Result<FaultCounters> {
+        let metrics = agent.metrics()?;
+        let value = |name: &str, labels: &[(&str, &str)]| -> Result<f64> {
+            Ok(metrics.value(name, labels)?.unwrap_or(0.0))
+        };
+        Ok(FaultCounters {
+            check_errors: value(
+                "palisade_apiserver_check_failures_total",
+                &[("reason", "error")],
+            )?,
+            check_timeouts: value(
+                "palisade_apiserver_check_failures_total",
+                &[("reason", "timeout")],
+            )?,
+            watch_errors: value("palisade_sync_errors_total", &[("reason", "watch")])?,
+            watch_restarts: value("palisade_watch_restarts_total", &[])?,
+        })
+    }
+}
+
+/// The apiserver misbehaving behind the agents' proxy: every request answered 500 for 30 s,
+/// then every connection left hanging for 30 s (the open ones for good). Meanwhile kubectl,
+/// straight at the apiserver, isolates the client namespace, which the agents cannot see
+/// until the fault ends. No probe may change verdict before it ends; after it, each probe
+/// shows the old or the new state until the new one holds everywhere.
+fn phase_apiserver_faults(world: &mut World) -> Result<()> {
+    for mode in [Mode::Error500, Mode::Hang] {
+        fault_case(world, mode).with_context(|| format!("{mode:?}"))?;
+        world.kubectl(&["delete", "networkpolicy", "-n", "client", "deny-ingress"])?;
+    }
+    world.delete_policies()
+}
+
+fn fault_case(world: &mut World, mode: Mode) -> Result<()> {
+    world.apply_steady()?;
+    let steady = expectation(STEADY)?;
+    let mut isolated_clients = STEADY.to_vec();
+    isolated_clients.extend(["deny * -> client/*", "allow node/* -> *"]);
+    let after = expectation(&isolated_clients)?;
+    let probes = verdicts::all_probes(&world.cluster)?;
+    let before: Vec<FaultCounters> = world
+        .agents
+        .iter()
+        .map(FaultCounters::read)
+        .collect::<Result<_>>()?;
+    let phrase = match mode {
+        Mode::Hang => "leaving requests unanswered",
+        _ => "fails its health check",
+    };
+    let logged_before: Vec<usize> = world
+        .agents
+        .iter()
+        .map(|a| a.log_text().matches(phrase).count())
+        .collect();
+    let sampling = Sampling {
+        interval: Duration::from_millis(100),
+        timeout: verdicts::PROBE_TIMEOUT,
+        max_in_flight: 4,
+        limit: FAULT_LENGTH + FAULT_RECOVERY_LIMIT + Duration::from_secs(15),
+    };
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let mut notes = Vec::new();
+    let mut healed_at: Option<Instant> = None;
+    let World {
+        agents,
+        cluster,
+        api,
+        proxy,
+        ..
+    } = world;
+    let cluster: &Cluster = cluster;
+    let (rounds, actions) = std::thread::scope(|scope| {
+        // Done once 10 rounds in a row (1 s) show the new state everywhere.
+        let sampler = scope.spawn(|| {
+            verdicts::sample(cluster, &probes, sampling, &stop, |rounds| {
+                rounds.len() >= 10
+                    && rounds[rounds.len() - 10..].iter().all(|round| {
+                        round
+                            .observations
+                            .iter()
+                            .all(|o| after.satisfied_by(o).unwrap_or(false))
+                    })
+            })
+        });
+        let actions = (|| -> Result<()> {
+            std::thread::sleep(Duration::from_secs(1));
+            notes.push(proxy.set(mode)?);
+            let faulted = Instant::now();
+            std::thread::sleep(Duration::from_secs(2));
+            api.apply(&[kube::policy(
+                "client",
+                "deny-ingress",
+                json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+            )])?;
+            // Each agent must notice: its health check fails or goes unanswered.
+            for agent in agents.iter() {
+                let noticed = loop {
+                    let up = agent.metrics()?.value("palisade_apiserver_up", &[])?;
+                    if up == Some(0.0) {
+                        break faulted.elapsed();
+                    }
+                    if faulted.elapsed() > FAULT_LENGTH - Duration::from_secs(2) {
+                        bail!(
+                            "{}: palisade_apiserver_up stayed {up:?} during the fault",
+                            agent.node
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                };
+                notes.push(format!(
+                    "{}: palisade_apiserver_up 0 by {} into the fault",
+                    agent.node,
+                    ms(noticed)
+                ));
+            }
+            std::thread::sleep(FAULT_LENGTH.saturating_sub(faulted.elapsed()));
+            notes.push(proxy.set(Mode::Pass)?);
+            healed_at = Some(Instant::now());
+            notes.push(format!("fault lasted {}", ms(faulted.elapsed())));
+            Ok(())
+        })();
+        if actions.is_err() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        let rounds = sampler
+            .join()
+            .map_err(|_| anyhow!("the sampling thread panicked"))
+            .and_then(|r| r);
+        (rounds, actions)
+    });
+    for note in notes {
+        world.report.note(note);
+    }
+    actions?;
+    let rounds = rounds?;
+    let healed = healed_at.ok_or_else(|| anyhow!("the fault never ended"))?;
+    // Before the fault ended, the old state exactly; after it, either state per probe.
+    let (during, since): (Vec<_>, Vec<_>) =
+        rounds.iter().cloned().partition(|r| r.finished < healed);
+    let strict = Tally::count(&during, &steady, start)?;
+    let mut neither = Vec::new();
+    for round in &since {
+        for observation in &round.observations {
+            if !steady.satisfied_by(observation)? && !after.satisfied_by(observation)? {
+                neither.push(format!(
+                    "+{}ms {} {}",
+                    round.launched.saturating_duration_since(start).as_millis(),
+                    observation.probe,
+                    observation.verdict.as_str()
+                ));
+            }
+        }
+    }
+    let settled = rounds
+        .iter()
+        .rposition(|r| {
+            !r.observations
+                .iter()
+                .all(|o| after.satisfied_by(o).unwrap_or(false))
+        })
+        .and_then(|last_old| rounds.get(last_old + 1))
+        .map(|r| r.launched.saturating_duration_since(healed));
+    world.report.note(format!(
+        "{mode:?} for {}: {} rounds, {} probes during it and {} after it, {} wrong; the change made during it held everywhere {} after it ended",
+        ms(FAULT_LENGTH),
+        rounds.len(),
+        strict.probes,
+        since.iter().map(|r| r.observations.len()).sum::<usize>(),
+        strict.wrong.len() + neither.len(),
+        settled.map(ms).unwrap_or_else(|| "never".into()),
+    ));
+    if !strict.wrong.is_empty() {
+        bail!(
+            "{} verdicts changed while the agents could not see the apiserver:\n  {}",
+            strict.wrong.len(),
+            strict.describe(20)
+        );
+    }
+    if !neither.is_empty() {
+        bail!(
+            "{} probes after the fault matched neither state:\n  {}",
+            neither.len(),
+            neither
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        );
+    }
+    match settled {
+        Some(took) if took <= FAULT_RECOVERY_LIMIT => {}
+        Some(took) => bail!(
+            "the change made during the fault held only {} after it ended (limit {})",
+            ms(took),
+            ms(FAULT_RECOVERY_LIMIT)
+        ),
+        None => bail!(
+            "the change made during the fault never held within {} of its end",
+            ms(FAULT_RECOVERY_LIMIT)
+        ),
+    }
+    verdicts::check_matrix(&world.cluster, &after)?;
+    for (i, agent) in world.agents.iter().enumerate() {
+        let now = FaultCounters::read(agent)?;
+        let was = before[i];
+        let up = agent.metrics()?.require("palisade_apiserver_up", &[])?;
+        let logged = agent.log_text().matches(phrase).count() - logged_before[i];
+        world.report.note(format!(
+            "{}: health checks failed {} (error) + {} (timeout), watch errors +{}, watch restarts +{}, log `{phrase}` +{logged}, palisade_apiserver_up {up}",
+            agent.node,
+            now.check_errors - was.check_errors,
+            now.check_timeouts - was.check_timeouts,
+            now.watch_errors - was.watch_errors,
+            now.watch_restarts - was.watch_restarts,
+        ));
+        if up != 1.0 {
+            bail!(
+                "{}: palisade_apiserver_up is {up} after the fault",
+                agent.node
+            );
+        }
+        if logged == 0 {
+            bail!("{}: the log does not say `{phrase}`", agent.node);
+        }
+        match mode {
+            Mode::Error500 => {
+                if now.check_errors <= was.check_errors || now.watch_errors <= was.watch_errors {
+                    bail!(
+                        "{}: 500s were not counted as failed checks and watch errors",
+                        agent.node
+                    );
+                }
+            }
+            _ => {
+                if now.check_timeouts <= was.check_timeouts {
+                    bail!("{}: no health check counted as unanswered", agent.node);
+                }
+                if now.watch_restarts <= was.watch_restarts {
+                    bail!(
+                        "{}: the watches did not start afresh after the hang",
+                        agent.node
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn apiserver_agents_end_to_end() {
     let test = "apiserver_agents_end_to_end";
@@ -1648,7 +1924,7 @@ fn apiserver_agents_end_to_end() {
         started.elapsed().as_secs_f64()
     );
     type Phase = fn(&mut World) -> Result<()>;
-    let phases: [(&str, Phase); 8] = [
+    let phases: [(&str, Phase); 9] = [
         ("startup, health, readiness, metrics", phase_startup),
         ("each change enforced within 1 s", phase_enforcement),
         (
@@ -1662,9 +1938,24 @@ fn apiserver_agents_end_to_end() {
         ("drift repaired by the refresh", phase_drift),
         ("agent restarts: zero wrong verdicts", phase_agent_restart),
         ("event-to-kernel latency, 50 label changes", phase_latency),
+        (
+            "apiserver answering 500, then hanging, 30 s each",
+            phase_apiserver_faults,
+        ),
         ("apiserver outage of 10 s", phase_apiserver_outage),
     ];
+    // For work on one phase: PALISADE_E2E_PHASES=word,word runs startup and the phases whose
+    // names contain one of the words.
+    let only: Option<Vec<String>> = std::env::var("PALISADE_E2E_PHASES")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
     for (i, (name, body)) in phases.iter().enumerate() {
+        if let Some(words) = &only {
+            if i > 0 && !words.iter().any(|w| name.contains(w.as_str())) {
+                println!("\n=== {name}: skipped (PALISADE_E2E_PHASES)");
+                continue;
+            }
+        }
         let go_on = world.phase(name, body);
         // Without agents nothing after startup means anything.
         let startup_failed = i == 0

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub policies_invalid: IntGauge,
     pub watch_events: IntCounterVec,
     pub watch_relists: IntCounterVec,
+    /// 1 while the API server answers its health check in time.
+    pub apiserver_up: IntGauge,
+    pub apiserver_check_failures: IntCounterVec,
+    pub watch_restarts: IntCounter,
     pub drift_repairs: IntCounter,
     pub kernel_reads: IntCounter,
     pub syncs_without_changes: IntCounter,
@@ -126,6 +130,19 @@ impl Metrics {
                 "palisade_watch_relists_total",
                 "Listings after the first, by kind: a watch whose resourceVersion expired (410 Gone) or could not resume.",
                 "kind",
+            )?,
+            apiserver_up: IntGauge::new(
+                "palisade_apiserver_up",
+                "1 while the API server answered the last health check within 5 s, else 0.",
+            )?,
+            apiserver_check_failures: counter_vec(
+                "palisade_apiserver_check_failures_total",
+                "API server health checks that failed, by reason: error (an error answer or a failed connection) or timeout (no answer within 5 s).",
+                "reason",
+            )?,
+            watch_restarts: IntCounter::new(
+                "palisade_watch_restarts_total",
+                "Times the watches started afresh because the API server answered again after leaving a health check unanswered.",
             )?,
             drift_repairs: IntCounter::new(
                 "palisade_drift_repairs_total",
@@ -216,6 +233,9 @@ impl Metrics {
             Box::new(self.policies_invalid.clone()),
             Box::new(self.watch_events.clone()),
             Box::new(self.watch_relists.clone()),
+            Box::new(self.apiserver_up.clone()),
+            Box::new(self.apiserver_check_failures.clone()),
+            Box::new(self.watch_restarts.clone()),
             Box::new(self.drift_repairs.clone()),
             Box::new(self.kernel_reads.clone()),
             Box::new(self.syncs_without_changes.clone()),

@@ -55,6 +55,9 @@ AGENT_METRICS = {
     "palisade_policies_invalid": "gauge",
     "palisade_watch_events_total": "counter",
     "palisade_watch_relists_total": "counter",
+    "palisade_apiserver_up": "gauge",
+    "palisade_apiserver_check_failures_total": "counter",
+    "palisade_watch_restarts_total": "counter",
     "palisade_drift_repairs_total": "counter",
     "palisade_last_successful_sync_timestamp_seconds": "gauge",
     "palisade_policy_rule_packets_total": "counter",
@@ -412,7 +415,8 @@ def check_prometheus_rule(tag, objs, prof, promtool, workdir, here):
     rules = [r for g in pr["spec"]["groups"] for r in g["rules"]]
     alerts = {r.get("alert"): r for r in rules}
     check(f"{tag}: PrometheusRule alerts", sorted(alerts) ==
-          ["PalisadeInvalidPolicies", "PalisadeSyncFailing", "PalisadeSyncStale"], str(sorted(alerts)))
+          ["PalisadeApiServerUnreachable", "PalisadeInvalidPolicies", "PalisadeSyncFailing",
+           "PalisadeSyncStale"], str(sorted(alerts)))
     stale = alerts.get("PalisadeSyncStale", {}).get("expr", "")
     m = re.search(r">\s*([0-9.]+)\s*$", stale)
     check(f"{tag}: PalisadeSyncStale threshold is 3 x refreshInterval ({prof['refresh']}) = "

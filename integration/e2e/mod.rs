@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod apiserver;
+pub mod fault_proxy;
 pub mod kube;
 pub mod metrics;
 // Only the single-agent fault tests use it; agent_e2e, which checks the rest is used, does not.

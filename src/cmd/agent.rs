@@ -94,8 +94,8 @@ async fn run(args: AgentArgs) -> ExitCode {
             (sender, core)
         }
         None => {
-            let client = match palisade::k8s::client().await {
-                Ok(client) => client,
+            let connection = match palisade::k8s::Connection::infer().await {
+                Ok(connection) => connection,
                 Err(error) => {
                     tracing::error!(%error, "cannot reach Kubernetes");
                     return ExitCode::from(EXIT_INVALID_INPUT);
@@ -104,7 +104,7 @@ async fn run(args: AgentArgs) -> ExitCode {
             let choice = CalicoApi::from(args.calico_api);
             // The first sync must wait for every kind that will be watched, so the groups are
             // known before the core starts; the kernel keeps its rules meanwhile.
-            let served = palisade::k8s::discover(&client, choice).await;
+            let served = palisade::k8s::discover(connection.client(), choice).await;
             config.kinds = served.kinds();
             let (sender, core) = match start_core(config, dataplane, &metrics) {
                 Ok(started) => started,
@@ -112,7 +112,7 @@ async fn run(args: AgentArgs) -> ExitCode {
             };
             tracing::info!(node = %args.node, calico = served.calico.map(|g| g.as_str()), "agent watching the API server");
             tokio::spawn(palisade::k8s::run(
-                client,
+                connection,
                 choice,
                 served,
                 sender.clone(),

@@ -7,12 +7,14 @@
 //! memory. A watcher restart (a 410 Gone, a dropped connection) re-lists: the listing is
 //! buffered until complete and then replaces what the agent knows, so nothing is lost or
 //! removed in between. While the API server is unreachable the watchers back off and retry,
-//! and the agent keeps the rules it has.
+//! and the agent keeps the rules it has; a health check notices a server that stopped
+//! answering, which a watch alone cannot tell from a quiet one.
 
 mod calico;
 pub mod crds;
 pub mod discovery;
 mod events;
+mod health;
 mod kubernetes;
 mod snapshot;
 #[cfg(test)]
@@ -51,6 +53,28 @@ pub enum SourceError {
     List { kind: String, source: kube::Error },
 }
 
+/// The agent's way to the API server: a client, and the configuration it was made from, to
+/// make a new one when the old one's connections cannot be trusted.
+pub struct Connection {
+    config: kube::Config,
+    client: Client,
+}
+
+impl Connection {
+    /// From the kubeconfig, or the in-cluster account.
+    pub async fn infer() -> Result<Connection, SourceError> {
+        let config = kube::Config::infer()
+            .await
+            .map_err(|e| SourceError::Config(kube::Error::InferConfig(e)))?;
+        let client = Client::try_from(config.clone())?;
+        Ok(Connection { config, client })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
 pub async fn client() -> Result<Client, SourceError> {
     Ok(Client::try_default().await?)
 }
@@ -81,6 +105,25 @@ struct Watchers {
 }
 
 type Task = tokio::task::JoinHandle<()>;
+
+/// Watch tasks that end with their owner: dropping them aborts each, so that a restart of the
+/// watches (or of the task that spawned them) leaves none of the old ones running.
+struct Tasks(Vec<Task>);
+
+impl Tasks {
+    /// Until every task has ended.
+    async fn join(&mut self) {
+        futures::future::join_all(self.0.iter_mut()).await;
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
 
 impl Watchers {
     fn kubernetes(&self) -> Vec<Task> {
@@ -158,9 +201,7 @@ impl Watchers {
                         group = group.as_str(),
                         "Calico's API group appeared; watching its policies"
                     );
-                    for task in self.calico(group, served) {
-                        let _ = task.await;
-                    }
+                    Tasks(self.calico(group, served)).join().await;
                     return;
                 }
             }
@@ -169,33 +210,64 @@ impl Watchers {
 }
 
 /// Runs the watchers until the agent stops listening. `served` is what [`discover`] found
-/// (the agent waits for exactly those kinds before its first sync).
+/// (the agent waits for exactly those kinds before its first sync). Beside them the API
+/// server's health is checked; when it answers again after leaving requests unanswered, the
+/// watches start afresh (each lists again) with a new client: one may
+/// still wait on a connection the server will never answer, and the old client's pool may
+/// hold more of them.
 pub async fn run(
-    client: Client,
+    connection: Connection,
     choice: CalicoApi,
     served: Served,
     sender: Sender<AgentMessage>,
     metrics: Arc<Metrics>,
 ) {
-    let watchers = Watchers {
-        events: events::Publisher::new(client.clone()),
-        client,
-        sender,
-        metrics,
-    };
-    let mut tasks = watchers.kubernetes();
-    match served.calico {
-        Some(group) => {
-            tracing::info!(group = group.as_str(), "watching Calico's policies");
-            tasks.extend(watchers.calico(group, served));
+    let mut health = health::Health::default();
+    metrics.apiserver_up.set(1);
+    let Connection { config, mut client } = connection;
+    let mut served = served;
+    loop {
+        let watchers = Watchers {
+            events: events::Publisher::new(client.clone()),
+            client: client.clone(),
+            sender: sender.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        let mut tasks = Tasks(watchers.start(choice, served));
+        tokio::select! {
+            () = tasks.join() => return,
+            () = health::until_watches_restart(&config, &mut health, &metrics) => {}
         }
-        None if choice == CalicoApi::Auto => {
-            tracing::info!("the API server serves no Calico API group: enforcing Kubernetes policy only until Calico's CRDs appear");
-            tasks.push(tokio::spawn(watchers.clone().await_calico(choice)));
+        drop(tasks);
+        metrics.watch_restarts.inc();
+        match Client::try_from(config.clone()) {
+            Ok(fresh) => client = fresh,
+            Err(error) => {
+                tracing::error!(%error, "cannot make a new API client; the watches start afresh on the old one");
+            }
         }
-        None => tracing::info!("--calico-api off: enforcing Kubernetes policy only"),
+        // Calico's CRDs may have appeared meanwhile; without an answer, the groups known stay.
+        if let Some(now) = discovery::look(&client, choice).await {
+            served = now;
+        }
     }
-    for task in tasks {
-        let _ = task.await;
+}
+
+impl Watchers {
+    /// Spawns the watchers of what the server serves.
+    fn start(&self, choice: CalicoApi, served: Served) -> Vec<Task> {
+        let mut tasks = self.kubernetes();
+        match served.calico {
+            Some(group) => {
+                tracing::info!(group = group.as_str(), "watching Calico's policies");
+                tasks.extend(self.calico(group, served));
+            }
+            None if choice == CalicoApi::Auto => {
+                tracing::info!("the API server serves no Calico API group: enforcing Kubernetes policy only until Calico's CRDs appear");
+                tasks.push(tokio::spawn(self.clone().await_calico(choice)));
+            }
+            None => tracing::info!("--calico-api off: enforcing Kubernetes policy only"),
+        }
+        tasks
     }
 }
