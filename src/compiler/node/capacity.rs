@@ -8,6 +8,10 @@
 //! policy can deny or pass in that direction, it denies everything it sees. Once the set fits
 //! again, it goes back into the state and the chains are compiled as written.
 
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
 use crate::compiler::desired::{Chain, IpSet, SetEntry};
 use crate::compiler::rules;
 use crate::index::ClusterIndex;
@@ -48,14 +52,37 @@ impl std::fmt::Display for SetOverflow {
     }
 }
 
-/// The kernel elements of a set: one per entry, but a `/0` is written as its two halves.
+/// The kernel elements of a set. One per entry, except in `hash:net`: a network and its
+/// `nomatch` twin are one element (adjacent, as entries sort by network first), and a `/0` is
+/// written as its two halves, which a `/1` entry of the same half shares.
 pub(super) fn element_count(set: &IpSet) -> usize {
-    let whole_spaces = set
-        .members
-        .iter()
-        .filter(|entry| matches!(entry, SetEntry::Net { net, .. } if net.prefix() == 0))
-        .count();
-    set.members.len() + whole_spaces
+    let mut count = 0;
+    let mut previous: Option<IpNetwork> = None;
+    let mut halves: Vec<(bool, bool)> = Vec::new();
+    for entry in &set.members {
+        let SetEntry::Net { net, .. } = entry else {
+            count += 1;
+            continue;
+        };
+        if net.prefix() <= 1 {
+            let upper = |net: &IpNetwork| match net.network() {
+                IpAddr::V4(v4) => v4.octets()[0] >= 128,
+                IpAddr::V6(v6) => v6.octets()[0] >= 128,
+            };
+            let family = net.is_ipv6();
+            if net.prefix() == 0 {
+                halves.extend([(family, false), (family, true)]);
+            } else {
+                halves.push((family, upper(net)));
+            }
+        } else if previous != Some(*net) {
+            count += 1;
+        }
+        previous = Some(*net);
+    }
+    halves.sort_unstable();
+    halves.dedup();
+    count + halves.len()
 }
 
 impl NodeCompiler {
@@ -196,5 +223,54 @@ impl NodeCompiler {
                 rules: compiled.rules,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compiler::desired::IpSetKind;
+    use crate::model::Family;
+
+    fn net_set(entries: &[(&str, bool)]) -> IpSet {
+        IpSet {
+            kind: IpSetKind::HashNet,
+            family: Family::V4,
+            description: String::new(),
+            members: entries
+                .iter()
+                .map(|(net, nomatch)| SetEntry::Net {
+                    net: net.parse().expect("a test network"),
+                    nomatch: *nomatch,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn elements_are_counted_as_the_kernel_stores_them() {
+        // An ipBlock and an except of the same network in one set: one element.
+        let twins = net_set(&[
+            ("10.0.0.0/24", false),
+            ("10.0.0.0/24", true),
+            ("10.1.0.0/16", false),
+        ]);
+        assert_eq!(element_count(&twins), 2);
+        // A /0 is its two halves; a /1 entry shares its half.
+        let whole = net_set(&[
+            ("0.0.0.0/0", false),
+            ("128.0.0.0/1", true),
+            ("10.0.0.0/8", true),
+        ]);
+        assert_eq!(element_count(&whole), 3);
+        let halves = net_set(&[("0.0.0.0/1", false), ("128.0.0.0/1", false)]);
+        assert_eq!(element_count(&halves), 2);
+        let ips = IpSet {
+            kind: IpSetKind::HashIp,
+            family: Family::V4,
+            description: String::new(),
+            members: [SetEntry::Ip("10.0.0.1".parse().expect("an address"))].into(),
+        };
+        assert_eq!(element_count(&ips), 1);
     }
 }
