@@ -46,6 +46,7 @@ pub struct Metrics {
     pub apiserver_up: IntGauge,
     pub apiserver_check_failures: IntCounterVec,
     pub watch_restarts: IntCounter,
+    pub ipsets_over_capacity: IntGauge,
     pub drift_repairs: IntCounter,
     pub kernel_reads: IntCounter,
     pub syncs_without_changes: IntCounter,
@@ -144,6 +145,10 @@ impl Metrics {
                 "palisade_watch_restarts_total",
                 "Times the watches started afresh because the API server answered again after leaving a health check unanswered.",
             )?,
+            ipsets_over_capacity: IntGauge::new(
+                "palisade_ipsets_over_capacity",
+                "Sets kept out of the kernel because they would hold more than --max-ipset-size elements; the policies reading them fail closed.",
+            )?,
             drift_repairs: IntCounter::new(
                 "palisade_drift_repairs_total",
                 "Chains, sets and hooks the periodic refresh found changed behind Palisade's back and repaired.",
@@ -236,6 +241,7 @@ impl Metrics {
             Box::new(self.apiserver_up.clone()),
             Box::new(self.apiserver_check_failures.clone()),
             Box::new(self.watch_restarts.clone()),
+            Box::new(self.ipsets_over_capacity.clone()),
             Box::new(self.drift_repairs.clone()),
             Box::new(self.kernel_reads.clone()),
             Box::new(self.syncs_without_changes.clone()),

@@ -58,6 +58,7 @@ AGENT_METRICS = {
     "palisade_apiserver_up": "gauge",
     "palisade_apiserver_check_failures_total": "counter",
     "palisade_watch_restarts_total": "counter",
+    "palisade_ipsets_over_capacity": "gauge",
     "palisade_drift_repairs_total": "counter",
     "palisade_last_successful_sync_timestamp_seconds": "gauge",
     "palisade_policy_rule_packets_total": "counter",

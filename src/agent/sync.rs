@@ -38,6 +38,9 @@ impl Agent {
         if !unchanged || rebuilt {
             let overflows = compiler.overflowing_sets();
             report_overflows(&self.overflows, &overflows);
+            self.metrics
+                .ipsets_over_capacity
+                .set(i64::try_from(overflows.len()).unwrap_or(i64::MAX));
             self.overflows = overflows;
         }
         if !rebuilt && unchanged && self.dataplane.remembers() {

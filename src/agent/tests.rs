@@ -172,6 +172,37 @@ fn invalid_policies_are_counted_and_fail_closed() {
 }
 
 #[test]
+fn a_set_over_capacity_is_counted_until_it_fits() {
+    let runner = Arc::new(RecordingRunner::new());
+    let metrics = Metrics::new().unwrap();
+    let dataplane = Arc::new(Dataplane::new(runner, Backend::Nft));
+    let mut config = AgentConfig::new("n1");
+    config.debounce = Duration::ZERO;
+    config.compiler.set_capacity = 1;
+    let mut agent = Agent::new(config, dataplane, Arc::clone(&metrics));
+    list_everything(&mut agent);
+    // Ingress from every pod: a set of both pods' addresses, one more than fits.
+    let policy = KubernetesPolicy {
+        key: ObjectKey::new("default", "from-pods"),
+        pod_selector: Selector::all(),
+        ingress: Some(vec![PolicyRule {
+            peers: Some(vec![crate::model::kubernetes::Peer::Pods(
+                crate::model::kubernetes::Selection::all_pods(),
+            )]),
+            ports: vec![],
+        }]),
+        egress: None,
+    }
+    .to_policy();
+    agent.ingest(SourceEvent::PolicyApplied(policy));
+    agent.run_due_work();
+    assert_eq!(metrics.ipsets_over_capacity.get(), 1);
+    agent.ingest(SourceEvent::PodRemoved(ObjectKey::new("default", "bb")));
+    agent.run_due_work();
+    assert_eq!(metrics.ipsets_over_capacity.get(), 0, "one pod fits");
+}
+
+#[test]
 fn a_relisting_replaces_what_is_known_without_losing_the_rest() {
     let mut f = fixture();
     list_everything(&mut f.agent);
