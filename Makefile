@@ -16,7 +16,7 @@ kernel-tools:
 test-tools:
 	integration/kernel-tools.sh --for-tests
 
-.PHONY: kernel-tools test-tools build lint test test-rust bench bench-quick fuzz demo apiserver chart-tools test-chart manifests image kind-e2e
+.PHONY: kernel-tools test-tools build lint test test-rust bench bench-quick soak fuzz demo apiserver chart-tools test-chart manifests image kind-e2e
 
 build:
 	$(CARGO) build --release --bins
@@ -47,6 +47,13 @@ bench-quick:
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench agent
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench apply
 	PALISADE_BENCH_QUICK=1 $(CARGO) bench --bench render
+
+# The soak: 2 agents on the real apiserver, churn at ~20 changes/s, continuous probing, for
+# SOAK_SECONDS (default 1800); it prints its report (see the README's Hardening section).
+SOAK_SECONDS ?= 1800
+soak: test-tools apiserver
+	$(CARGO) build --release --all-targets
+	PALISADE_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release --test soak -- --ignored --nocapture
 
 # Coverage-guided fuzzing of the parsers (AFL++), FUZZ_SECONDS per target (default 600);
 # crashes land in fuzz/regressions/, which `make test` replays.

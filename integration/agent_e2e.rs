@@ -24,7 +24,6 @@ mod harness;
 #[path = "e2e/mod.rs"]
 mod e2e;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,9 +34,10 @@ use e2e::agent::{self, Agent, Source as AgentSource};
 use e2e::apiserver::ApiServer;
 use e2e::fault_proxy::{FaultProxy, Mode};
 use e2e::kube;
-use e2e::verdicts::{self, Await, Expectation, FlipTiming, Sampling, Tally};
+use e2e::steady::{self, baseline_pods, server_ingress, steady_policies, STEADY};
+use e2e::verdicts::{self, Await, Expectation, FlipTiming, Round, Sampling, Tally};
 use e2e::{binaries, median_and_max, ms, pod_spec, RunDir};
-use harness::cluster::{Cluster, PodSpec, Proto};
+use harness::cluster::{Cluster, Proto};
 use harness::netns;
 use harness::probe::{Probe, Source};
 
@@ -68,93 +68,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// web/server (node 2: tcp/80 named http, udp/53 named dns), web/peer (node 1), client/a
-/// (node 1, role=frontend), client/b (node 2, role=backend): same-node and cross-node pairs.
-fn baseline_pods() -> Vec<PodSpec> {
-    vec![
-        pod_spec(
-            "web",
-            "server",
-            2,
-            &[("app", "server")],
-            &[80],
-            &[53],
-            &[("http", Proto::Tcp, 80), ("dns", Proto::Udp, 53)],
-        ),
-        pod_spec(
-            "web",
-            "peer",
-            1,
-            &[("app", "peer")],
-            &[80],
-            &[],
-            &[("http", Proto::Tcp, 80)],
-        ),
-        pod_spec("client", "a", 1, &[("role", "frontend")], &[80], &[], &[]),
-        pod_spec("client", "b", 2, &[("role", "backend")], &[80], &[], &[]),
-    ]
-}
-
 fn expectation(lines: &[&str]) -> Result<Expectation> {
     Expectation::new(lines)
 }
-
-// ---------------------------------------------------------------------------------------------
-// Policies used by the apiserver test.
-// ---------------------------------------------------------------------------------------------
-
-/// web/server admits pods labelled `role` from namespaces labelled team=client, on `ports`.
-fn server_ingress(role: &str, ports: Value) -> Value {
-    kube::policy(
-        "web",
-        "server-ingress",
-        json!({
-            "podSelector": {"matchLabels": {"app": "server"}},
-            "ingress": [{
-                "from": [{
-                    "namespaceSelector": {"matchLabels": {"team": "client"}},
-                    "podSelector": {"matchLabels": {"role": role}},
-                }],
-                "ports": ports,
-            }],
-        }),
-    )
-}
-
-/// The steady state of the robustness phases: allowed and denied verdicts on both nodes, in
-/// both directions (ingress on node 2 and node 1, egress on node 1).
-fn steady_policies() -> Vec<Value> {
-    vec![
-        server_ingress("backend", json!([{"port": "http"}])),
-        kube::policy(
-            "web",
-            "peer-ingress",
-            json!({
-                "podSelector": {"matchLabels": {"app": "peer"}},
-                "ingress": [{"from": [{"podSelector": {}}]}],
-            }),
-        ),
-        kube::policy(
-            "client",
-            "frontend-egress",
-            json!({
-                "podSelector": {"matchLabels": {"role": "frontend"}},
-                "policyTypes": ["Egress"],
-                "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "web"}}}]}],
-            }),
-        ),
-    ]
-}
-
-const STEADY: &[&str] = &[
-    "allow * -> *",
-    "deny * -> web/server",
-    "allow client/b -> web/server tcp",
-    "deny * -> web/peer",
-    "allow web/server -> web/peer",
-    "deny client/a -> *",
-    "allow node/* -> *",
-];
 
 // ---------------------------------------------------------------------------------------------
 // The shared world of the apiserver test.
@@ -298,17 +214,7 @@ impl World {
     }
 
     fn create_objects(&self) -> Result<()> {
-        self.api.apply(&[
-            kube::namespace("web", &[("team", "web")]),
-            kube::namespace("client", &[("team", "client")]),
-        ])?;
-        let pods: Vec<Value> = self.cluster.pods.values().map(kube::pod).collect();
-        self.api.apply(&pods)?;
-        for pod in self.cluster.pods.values() {
-            self.api
-                .set_pod_status(&pod.spec.namespace, &pod.spec.name, &pod.ipv4.to_string())?;
-        }
-        Ok(())
+        steady::create_objects(&self.api, &self.cluster)
     }
 
     fn node_netns(&self, node: usize) -> Result<String> {
@@ -1155,7 +1061,6 @@ fn phase_agent_restart(world: &mut World) -> Result<()> {
     world.apply_steady()?;
     let steady = expectation(STEADY)?;
     let probes = verdicts::all_probes(&world.cluster)?;
-    let stop = AtomicBool::new(false);
     let start = Instant::now();
     let sampling = Sampling {
         interval: Duration::from_millis(100),
@@ -1168,24 +1073,21 @@ fn phase_agent_restart(world: &mut World) -> Result<()> {
     } = world;
     let cluster: &Cluster = cluster;
     let mut notes = Vec::new();
-    let (rounds, actions) = std::thread::scope(|scope| {
-        let sampler =
-            scope.spawn(|| verdicts::sample(cluster, &probes, sampling, &stop, |_| false));
-        let actions = (|| -> Result<()> {
+    let (actions, rounds) = verdicts::sample_during(cluster, &probes, sampling, || {
+        std::thread::sleep(Duration::from_secs(1));
+        for agent in agents.iter_mut() {
+            let down = Instant::now();
+            let status = agent.stop()?;
+            if !status.success() {
+                bail!(
+                    "the agent of {} exited with {status} on SIGTERM",
+                    agent.node
+                );
+            }
             std::thread::sleep(Duration::from_secs(1));
-            for agent in agents.iter_mut() {
-                let down = Instant::now();
-                let status = agent.stop()?;
-                if !status.success() {
-                    bail!(
-                        "the agent of {} exited with {status} on SIGTERM",
-                        agent.node
-                    );
-                }
-                std::thread::sleep(Duration::from_secs(1));
-                agent.start()?;
-                let (ready, saw_503) = agent.wait_ready(Duration::from_secs(60))?;
-                notes.push(format!(
+            agent.start()?;
+            let (ready, saw_503) = agent.wait_ready(Duration::from_secs(60))?;
+            notes.push(format!(
                     "{}: SIGTERM -> {status}; restarted after 1 s; ready {} after start ({} down in total){}; first sync: {}",
                     agent.node,
                     ms(ready),
@@ -1193,31 +1095,24 @@ fn phase_agent_restart(world: &mut World) -> Result<()> {
                     if saw_503 { ", /readyz 503 before" } else { "" },
                     first_sync_line(&agent.log_text()).unwrap_or_else(|| "(no synced line)".into())
                 ));
-                // Past the first sync and one refresh: the rules it found were already right,
-                // so the new agent must not have written anything.
-                std::thread::sleep(Duration::from_millis(2500));
-                let metrics = agent.metrics()?;
-                let restores = metrics.sum("palisade_restore_calls_total");
-                let syncs = metrics.require("palisade_syncs_total", &[])?;
-                notes.push(format!(
-                    "{}: after the restart {syncs} sync(s), {restores} restore call(s)",
-                    agent.node
-                ));
-                if restores != 0.0 {
-                    bail!(
+            // Past the first sync and one refresh: the rules it found were already right,
+            // so the new agent must not have written anything.
+            std::thread::sleep(Duration::from_millis(2500));
+            let metrics = agent.metrics()?;
+            let restores = metrics.sum("palisade_restore_calls_total");
+            let syncs = metrics.require("palisade_syncs_total", &[])?;
+            notes.push(format!(
+                "{}: after the restart {syncs} sync(s), {restores} restore call(s)",
+                agent.node
+            ));
+            if restores != 0.0 {
+                bail!(
                         "{}: the restarted agent made {restores} restore call(s) although the kernel already held its rules",
                         agent.node
                     );
-                }
             }
-            Ok(())
-        })();
-        stop.store(true, Ordering::SeqCst);
-        let rounds = sampler
-            .join()
-            .map_err(|_| anyhow!("the sampling thread panicked"))
-            .and_then(|r| r);
-        (rounds, actions)
+        }
+        Ok(())
     });
     for note in notes {
         world.report.note(note);
@@ -1416,7 +1311,6 @@ fn phase_apiserver_outage(world: &mut World) -> Result<()> {
         .metrics()?
         .value("palisade_sync_errors_total", &[("reason", "watch")])?
         .unwrap_or(0.0);
-    let stop = AtomicBool::new(false);
     let start = Instant::now();
     let sampling = Sampling {
         interval: Duration::from_millis(100),
@@ -1434,83 +1328,73 @@ fn phase_apiserver_outage(world: &mut World) -> Result<()> {
     let api: &ApiServer = api;
     let mut notes = Vec::new();
     let mut marks = Vec::new();
-    let (rounds, actions) = std::thread::scope(|scope| {
-        let sampler =
-            scope.spawn(|| verdicts::sample(cluster, &probes, sampling, &stop, |_| false));
-        let actions = (|| -> Result<()> {
-            std::thread::sleep(Duration::from_secs(1));
-            // Objects no agent watches move etcd's revision past every watch's
-            // resourceVersion; the compaction below then makes each resumed watch 410 Gone.
-            for i in 0..5 {
-                api.kubectl(&[
-                    "-n",
-                    "default",
-                    "create",
-                    "configmap",
-                    &format!("outage-{i}"),
-                ])?;
+    let (actions, rounds) = verdicts::sample_during(cluster, &probes, sampling, || {
+        std::thread::sleep(Duration::from_secs(1));
+        // Objects no agent watches move etcd's revision past every watch's
+        // resourceVersion; the compaction below then makes each resumed watch 410 Gone.
+        for i in 0..5 {
+            api.kubectl(&[
+                "-n",
+                "default",
+                "create",
+                "configmap",
+                &format!("outage-{i}"),
+            ])?;
+        }
+        let stopping = Instant::now();
+        let said = api.stop_apiserver()?;
+        let down = Instant::now();
+        notes.push(format!(
+            "stop.sh --only-apiserver took {}: {said}",
+            ms(down - stopping)
+        ));
+        marks.push(("apiserver stopped", start.elapsed()));
+        std::thread::sleep(Duration::from_secs(2));
+        let node1 = agents
+            .iter_mut()
+            .find(|a| a.node == "node-1")
+            .ok_or_else(|| anyhow!("no agent on node-1"))?;
+        let status = node1.stop()?;
+        node1.start()?;
+        marks.push(("node-1 agent restarted", start.elapsed()));
+        // Without an apiserver it cannot list: not ready, and the rules stay.
+        let mut answers = Vec::new();
+        while down.elapsed() < Duration::from_secs(10) {
+            node1.check_running()?;
+            if let Ok((code, _)) = node1.http_get("/readyz") {
+                answers.push(code);
             }
-            let stopping = Instant::now();
-            let said = api.stop_apiserver()?;
-            let down = Instant::now();
-            notes.push(format!(
-                "stop.sh --only-apiserver took {}: {said}",
-                ms(down - stopping)
-            ));
-            marks.push(("apiserver stopped", start.elapsed()));
-            std::thread::sleep(Duration::from_secs(2));
-            let node1 = agents
-                .iter_mut()
-                .find(|a| a.node == "node-1")
-                .ok_or_else(|| anyhow!("no agent on node-1"))?;
-            let status = node1.stop()?;
-            node1.start()?;
-            marks.push(("node-1 agent restarted", start.elapsed()));
-            // Without an apiserver it cannot list: not ready, and the rules stay.
-            let mut answers = Vec::new();
-            while down.elapsed() < Duration::from_secs(10) {
-                node1.check_running()?;
-                if let Ok((code, _)) = node1.http_get("/readyz") {
-                    answers.push(code);
-                }
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            let compacted = api.compact_etcd()?;
-            notes.push(format!(
-                "etcd compacted to revision {compacted} while the apiserver was down"
-            ));
-            marks.push(("etcd compacted", start.elapsed()));
-            let ready_while_down = answers.iter().filter(|c| **c == 200).count();
-            notes.push(format!(
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let compacted = api.compact_etcd()?;
+        notes.push(format!(
+            "etcd compacted to revision {compacted} while the apiserver was down"
+        ));
+        marks.push(("etcd compacted", start.elapsed()));
+        let ready_while_down = answers.iter().filter(|c| **c == 200).count();
+        notes.push(format!(
                 "node-1 agent restarted during the outage ({status} on SIGTERM); /readyz while the apiserver was down: {} x 503, {} x 200",
                 answers.iter().filter(|c| **c == 503).count(),
                 ready_while_down
             ));
-            if ready_while_down > 0 || answers.is_empty() {
-                bail!("node-1's agent answered /readyz 200 before it could list anything: {answers:?}");
-            }
-            api.restart_apiserver()?;
-            marks.push(("apiserver ready again", start.elapsed()));
-            notes.push(format!(
-                "apiserver down for {:.1}s (stop.sh --only-apiserver .. restart-apiserver.sh /readyz)",
-                down.elapsed().as_secs_f64()
-            ));
-            let back = Instant::now();
-            let (ready, _) = node1.wait_ready(Duration::from_secs(60))?;
-            notes.push(format!(
-                "node-1 agent ready {} after the apiserver came back ({} after its start)",
-                ms(back.elapsed()),
-                ms(ready)
-            ));
-            std::thread::sleep(Duration::from_secs(1));
-            Ok(())
-        })();
-        stop.store(true, Ordering::SeqCst);
-        let rounds = sampler
-            .join()
-            .map_err(|_| anyhow!("the sampling thread panicked"))
-            .and_then(|r| r);
-        (rounds, actions)
+        if ready_while_down > 0 || answers.is_empty() {
+            bail!("node-1's agent answered /readyz 200 before it could list anything: {answers:?}");
+        }
+        api.restart_apiserver()?;
+        marks.push(("apiserver ready again", start.elapsed()));
+        notes.push(format!(
+            "apiserver down for {:.1}s (stop.sh --only-apiserver .. restart-apiserver.sh /readyz)",
+            down.elapsed().as_secs_f64()
+        ));
+        let back = Instant::now();
+        let (ready, _) = node1.wait_ready(Duration::from_secs(60))?;
+        notes.push(format!(
+            "node-1 agent ready {} after the apiserver came back ({} after its start)",
+            ms(back.elapsed()),
+            ms(ready)
+        ));
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(())
     });
     for note in notes {
         world.report.note(note);
@@ -1714,7 +1598,6 @@ fn fault_case(world: &mut World, mode: Mode) -> Result<()> {
         max_in_flight: 4,
         limit: FAULT_LENGTH + FAULT_RECOVERY_LIMIT + Duration::from_secs(15),
     };
-    let stop = AtomicBool::new(false);
     let start = Instant::now();
     let mut notes = Vec::new();
     let mut healed_at: Option<Instant> = None;
@@ -1726,64 +1609,52 @@ fn fault_case(world: &mut World, mode: Mode) -> Result<()> {
         ..
     } = world;
     let cluster: &Cluster = cluster;
-    let (rounds, actions) = std::thread::scope(|scope| {
-        // Done once 10 rounds in a row (1 s) show the new state everywhere.
-        let sampler = scope.spawn(|| {
-            verdicts::sample(cluster, &probes, sampling, &stop, |rounds| {
-                rounds.len() >= 10
-                    && rounds[rounds.len() - 10..].iter().all(|round| {
-                        round
-                            .observations
-                            .iter()
-                            .all(|o| after.satisfied_by(o).unwrap_or(false))
-                    })
+    // Done once 10 rounds in a row (1 s) show the new state everywhere.
+    let settled = |rounds: &[Round]| {
+        rounds.len() >= 10
+            && rounds[rounds.len() - 10..].iter().all(|round| {
+                round
+                    .observations
+                    .iter()
+                    .all(|o| after.satisfied_by(o).unwrap_or(false))
             })
-        });
-        let actions = (|| -> Result<()> {
-            std::thread::sleep(Duration::from_secs(1));
-            notes.push(proxy.set(mode)?);
-            let faulted = Instant::now();
-            std::thread::sleep(Duration::from_secs(2));
-            api.apply(&[kube::policy(
-                "client",
-                "deny-ingress",
-                json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
-            )])?;
-            // Each agent must notice: its health check fails or goes unanswered.
-            for agent in agents.iter() {
-                let noticed = loop {
-                    let up = agent.metrics()?.value("palisade_apiserver_up", &[])?;
-                    if up == Some(0.0) {
-                        break faulted.elapsed();
-                    }
-                    if faulted.elapsed() > FAULT_LENGTH - Duration::from_secs(2) {
-                        bail!(
-                            "{}: palisade_apiserver_up stayed {up:?} during the fault",
-                            agent.node
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                };
-                notes.push(format!(
-                    "{}: palisade_apiserver_up 0 by {} into the fault",
-                    agent.node,
-                    ms(noticed)
-                ));
-            }
-            std::thread::sleep(FAULT_LENGTH.saturating_sub(faulted.elapsed()));
-            notes.push(proxy.set(Mode::Pass)?);
-            healed_at = Some(Instant::now());
-            notes.push(format!("fault lasted {}", ms(faulted.elapsed())));
-            Ok(())
-        })();
-        if actions.is_err() {
-            stop.store(true, Ordering::SeqCst);
+    };
+    let (actions, rounds) = verdicts::sample_until(cluster, &probes, sampling, settled, || {
+        std::thread::sleep(Duration::from_secs(1));
+        notes.push(proxy.set(mode)?);
+        let faulted = Instant::now();
+        std::thread::sleep(Duration::from_secs(2));
+        api.apply(&[kube::policy(
+            "client",
+            "deny-ingress",
+            json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+        )])?;
+        // Each agent must notice: its health check fails or goes unanswered.
+        for agent in agents.iter() {
+            let noticed = loop {
+                let up = agent.metrics()?.value("palisade_apiserver_up", &[])?;
+                if up == Some(0.0) {
+                    break faulted.elapsed();
+                }
+                if faulted.elapsed() > FAULT_LENGTH - Duration::from_secs(2) {
+                    bail!(
+                        "{}: palisade_apiserver_up stayed {up:?} during the fault",
+                        agent.node
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            notes.push(format!(
+                "{}: palisade_apiserver_up 0 by {} into the fault",
+                agent.node,
+                ms(noticed)
+            ));
         }
-        let rounds = sampler
-            .join()
-            .map_err(|_| anyhow!("the sampling thread panicked"))
-            .and_then(|r| r);
-        (rounds, actions)
+        std::thread::sleep(FAULT_LENGTH.saturating_sub(faulted.elapsed()));
+        notes.push(proxy.set(Mode::Pass)?);
+        healed_at = Some(Instant::now());
+        notes.push(format!("fault lasted {}", ms(faulted.elapsed())));
+        Ok(())
     });
     for note in notes {
         world.report.note(note);

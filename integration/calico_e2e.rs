@@ -25,11 +25,10 @@ mod harness;
 mod e2e;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use e2e::agent::{self, Agent, Source as AgentSource};
@@ -296,32 +295,12 @@ impl World {
 
     /// Generates the group's CRDs with `palisade crds` and installs them.
     fn install_crds(&self, group: Group) -> Result<()> {
-        let output = std::process::Command::new(&self.cluster.binaries.palisade)
-            .args(["crds", "--group", group.crd_arg()])
-            .output()
-            .context("running palisade crds")?;
-        if !output.status.success() {
-            bail!(
-                "palisade crds failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let text = String::from_utf8(output.stdout).context("palisade crds printed non-UTF-8")?;
-        self.api.kubectl_input(&["apply", "-f", "-"], Some(&text))?;
-        for plural in CALICO_PLURALS {
-            // `kubectl wait` fails on a CRD so new that it has no status yet.
-            let crd = format!("crd/{plural}.{}", group.name());
-            let wait = ["wait", "--for=condition=Established", "--timeout=30s", &crd];
-            let mut attempts = 0;
-            while let Err(error) = self.api.kubectl(&wait) {
-                attempts += 1;
-                if attempts == 20 {
-                    return Err(error);
-                }
-                std::thread::sleep(Duration::from_millis(250));
-            }
-        }
-        Ok(())
+        self.api.install_calico_crds(
+            &self.cluster.binaries.palisade,
+            group.crd_arg(),
+            group.name(),
+            &CALICO_PLURALS,
+        )
     }
 
     fn delete_crds(&self, group: Group) -> Result<()> {
@@ -704,7 +683,6 @@ fn run_group(
     let timeline = Mutex::new(Timeline {
         states: vec![(start, open.clone())],
     });
-    let stop = AtomicBool::new(false);
     let sampling = Sampling {
         interval: Duration::from_millis(150),
         timeout: verdicts::PROBE_TIMEOUT,
@@ -719,17 +697,8 @@ fn run_group(
         timed: Vec::new(),
         notes: Vec::new(),
     };
-    let (rounds, outcome) = std::thread::scope(|scope| {
-        let sampler =
-            scope.spawn(|| verdicts::sample(&world.cluster, &probes, sampling, &stop, |_| false));
-        let outcome = run.sequence();
-        stop.store(true, Ordering::SeqCst);
-        let rounds = sampler
-            .join()
-            .map_err(|_| anyhow!("the sampling thread panicked"))
-            .and_then(|r| r);
-        (rounds, outcome)
-    });
+    let (outcome, rounds) =
+        verdicts::sample_during(&world.cluster, &probes, sampling, || run.sequence());
     notes.append(&mut run.notes);
     let timed = std::mem::take(&mut run.timed);
     drop(run);

@@ -21,6 +21,14 @@ pub enum Source {
     Manifests(PathBuf),
 }
 
+/// What an agent process holds at one moment.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    pub rss_kib: u64,
+    pub fds: usize,
+}
+
 pub struct Agent {
     pub node: String,
     pub netns: String,
@@ -86,9 +94,10 @@ impl Agent {
             .args(["--debounce", &self.debounce])
             .args(["--backend", &self.backend])
             .args(&self.extra_args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
-            .env_remove("NODE_NAME")
+            .env_remove("NODE_NAME");
+        command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -167,6 +176,22 @@ impl Agent {
         // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name; the
         // kernel counts them in USER_HZ, 100 per second on Linux.
         Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+    }
+
+    /// The agent's resident memory (`VmRSS`, KiB) and open file descriptors, from `/proc`.
+    // The soak measures them; agent_e2e, which checks this module is used, does not.
+    #[allow(dead_code)]
+    pub fn resources(&self) -> Result<Resources> {
+        let child = self.child.as_ref().context("the agent is not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .with_context(|| format!("no VmRSS in /proc/{}/status", child.id()))?;
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", child.id()))?.count();
+        Ok(Resources { rss_kib, fds })
     }
 
     /// `GET path` on the agent's metrics address: status code and body.

@@ -183,6 +183,45 @@ impl ApiServer {
         Ok(())
     }
 
+    /// Installs Calico's CRDs as `palisade crds --group GROUP_ARG` prints them and waits until
+    /// each of `plurals` (in the API group `group_name`) is established.
+    // calico_e2e and the soak install them; agent_e2e, which checks this module is used, does not.
+    #[allow(dead_code)]
+    pub fn install_calico_crds(
+        &self,
+        palisade: &Path,
+        group_arg: &str,
+        group_name: &str,
+        plurals: &[&str],
+    ) -> Result<()> {
+        let output = Command::new(palisade)
+            .args(["crds", "--group", group_arg])
+            .output()
+            .context("running palisade crds")?;
+        if !output.status.success() {
+            bail!(
+                "palisade crds failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let text = String::from_utf8(output.stdout).context("palisade crds printed non-UTF-8")?;
+        self.kubectl_input(&["apply", "-f", "-"], Some(&text))?;
+        for plural in plurals {
+            // `kubectl wait` fails on a CRD so new that it has no status yet.
+            let crd = format!("crd/{plural}.{group_name}");
+            let wait = ["wait", "--for=condition=Established", "--timeout=30s", &crd];
+            let mut attempts = 0;
+            while let Err(error) = self.kubectl(&wait) {
+                attempts += 1;
+                if attempts == 20 {
+                    return Err(error);
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        Ok(())
+    }
+
     /// `kubectl get ... -o json`, parsed.
     pub fn get_json(&self, args: &[&str]) -> Result<Value> {
         let mut all = args.to_vec();

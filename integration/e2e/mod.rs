@@ -1,6 +1,7 @@
-//! End-to-end pieces for `agent_e2e`: a real apiserver reachable from every node namespace,
-//! `palisade agent` processes, the metrics text format, Kubernetes objects, and verdicts
-//! sampled over time. Built on the shared harness (`crate::harness`), which it only reads.
+//! End-to-end pieces for `agent_e2e`, `calico_e2e` and the soak: a real apiserver
+//! reachable from every node namespace, `palisade agent` processes, the metrics text format,
+//! Kubernetes objects, the steady two-node cluster, and verdicts sampled over time. Built on
+//! the shared harness (`crate::harness`), which it only reads.
 
 pub mod agent;
 pub mod apiserver;
@@ -11,6 +12,7 @@ pub mod metrics;
 #[allow(dead_code)]
 pub mod one_server;
 pub mod proc;
+pub mod steady;
 pub mod verdicts;
 
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 use crate::harness::cluster::Cluster;
 use crate::harness::expect::{self, Line};
@@ -155,9 +155,90 @@ pub fn sample(
     stop: &AtomicBool,
     mut done: impl FnMut(&[Round]) -> bool,
 ) -> Result<Vec<Round>> {
+    let mut rounds: Vec<Round> = Vec::new();
+    let mut finished = false;
+    stream(cluster, probes, sampling, stop, |round| {
+        rounds.push(round);
+        if !finished {
+            finished = done(&rounds);
+        }
+        finished
+    })?;
+    Ok(rounds)
+}
+
+/// Runs `actions` on this thread while [`sample`] probes beside it, until they return (or
+/// `sampling.limit` passes). Returns what the actions returned and the rounds, each on its
+/// own so that the caller decides which failure to report first.
+pub fn sample_during<T>(
+    cluster: &Cluster,
+    probes: &[Probe],
+    sampling: Sampling,
+    actions: impl FnOnce() -> Result<T>,
+) -> (Result<T>, Result<Vec<Round>>) {
+    sample_beside(
+        cluster,
+        probes,
+        sampling,
+        None::<fn(&[Round]) -> bool>,
+        actions,
+    )
+}
+
+/// [`sample_during`], but the sampling goes on after the actions return, until `done` says so
+/// of the rounds (or the limit passes); it stops at once if the actions fail.
+pub fn sample_until<T>(
+    cluster: &Cluster,
+    probes: &[Probe],
+    sampling: Sampling,
+    done: impl FnMut(&[Round]) -> bool + Send,
+    actions: impl FnOnce() -> Result<T>,
+) -> (Result<T>, Result<Vec<Round>>) {
+    sample_beside(cluster, probes, sampling, Some(done), actions)
+}
+
+fn sample_beside<T>(
+    cluster: &Cluster,
+    probes: &[Probe],
+    sampling: Sampling,
+    done: Option<impl FnMut(&[Round]) -> bool + Send>,
+    actions: impl FnOnce() -> Result<T>,
+) -> (Result<T>, Result<Vec<Round>>) {
+    let stop = AtomicBool::new(false);
+    let stop_when_acted = done.is_none();
+    let mut done = done;
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            sample(cluster, probes, sampling, &stop, |rounds| {
+                done.as_mut().is_some_and(|done| done(rounds))
+            })
+        });
+        let outcome = actions();
+        if stop_when_acted || outcome.is_err() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        let rounds = sampler
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("the sampling thread panicked")));
+        (outcome, rounds)
+    })
+}
+
+/// [`sample`] without keeping the rounds: each goes to `consume` in launch order, once every
+/// round launched before it has finished, and is dropped after; `consume` returning true
+/// ends the sampling (the rounds still in flight then reach it too). For runs too long to
+/// hold every observation in memory.
+pub fn stream(
+    cluster: &Cluster,
+    probes: &[Probe],
+    sampling: Sampling,
+    stop: &AtomicBool,
+    mut consume: impl FnMut(Round) -> bool,
+) -> Result<()> {
     let started = Instant::now();
     let (sender, receiver) = mpsc::channel::<(Instant, Result<Round>)>();
-    let mut rounds: Vec<Round> = Vec::new();
+    // Finished rounds waiting for an earlier one still in flight, in launch order.
+    let mut waiting: Vec<Round> = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
     std::thread::scope(|scope| {
         // Launch instants of the rounds in flight.
@@ -203,20 +284,22 @@ pub fn sample(
                     in_flight.retain(|l| *l != launched);
                     match result {
                         Ok(round) => {
-                            let at = rounds
+                            let at = waiting
                                 .iter()
                                 .position(|r| r.launched > round.launched)
-                                .unwrap_or(rounds.len());
-                            rounds.insert(at, round);
+                                .unwrap_or(waiting.len());
+                            waiting.insert(at, round);
                             let complete = match in_flight.iter().min() {
-                                Some(oldest) => rounds
+                                Some(oldest) => waiting
                                     .iter()
                                     .position(|r| r.launched >= *oldest)
-                                    .unwrap_or(rounds.len()),
-                                None => rounds.len(),
+                                    .unwrap_or(waiting.len()),
+                                None => waiting.len(),
                             };
-                            if !finished_early && done(&rounds[..complete]) {
-                                finished_early = true;
+                            for round in waiting.drain(..complete) {
+                                if consume(round) {
+                                    finished_early = true;
+                                }
                             }
                         }
                         Err(e) => failure = Some(e),
@@ -229,7 +312,7 @@ pub fn sample(
     });
     match failure {
         Some(e) => Err(e.context("probing failed")),
-        None => Ok(rounds),
+        None => Ok(()),
     }
 }
 
