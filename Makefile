@@ -16,7 +16,7 @@ kernel-tools:
 test-tools:
 	integration/kernel-tools.sh --for-tests
 
-.PHONY: kernel-tools test-tools build lint test test-rust bench bench-quick soak fuzz demo apiserver chart-tools test-chart manifests image kind-e2e
+.PHONY: kernel-tools test-tools build lint test test-rust bench bench-quick soak upgrade fuzz demo apiserver chart-tools test-chart manifests image kind-e2e
 
 build:
 	$(CARGO) build --release --bins
@@ -54,6 +54,17 @@ SOAK_SECONDS ?= 1800
 soak: test-tools apiserver
 	$(CARGO) build --release --all-targets
 	PALISADE_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release --test soak -- --ignored --nocapture
+
+# Upgrades in place, under probing: both agents replaced by this build, from manifests and by
+# `helm upgrade` from the old commit's chart, from the build of UPGRADE_FROM (default: the last
+# commit before the tier model changed every chain and set name).
+UPGRADE_FROM ?= 77853d7
+upgrade: test-tools apiserver
+	$(CARGO) build --release --all-targets
+	eval "$$(integration/chart/install-tools.sh)" && \
+	  old=$$(integration/upgrade/build-old.sh $(UPGRADE_FROM)) && \
+	  PALISADE_UPGRADE_FROM=$$old PALISADE_UPGRADE_FROM_COMMIT=$(UPGRADE_FROM) \
+	  $(CARGO) test --release --test upgrade -- --ignored --nocapture --test-threads 1
 
 # Coverage-guided fuzzing of the parsers (AFL++), FUZZ_SECONDS per target (default 600);
 # crashes land in fuzz/regressions/, which `make test` replays.

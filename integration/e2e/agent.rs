@@ -44,6 +44,9 @@ pub struct Agent {
     pub backend: String,
     /// More environment for the agent (and the restore commands it runs).
     pub env: Vec<(String, String)>,
+    /// The whole command line after the program, as a DaemonSet's pod template gives it,
+    /// in place of the flags above (only the credentials still come from `source`).
+    pub pod_args: Option<Vec<String>>,
     child: Option<Child>,
     /// How often the agent was started.
     pub starts: u32,
@@ -69,6 +72,7 @@ impl Agent {
             extra_args: Vec::new(),
             backend: "nft".to_string(),
             env: Vec::new(),
+            pod_args: None,
             child: None,
             starts: 0,
         }
@@ -86,16 +90,23 @@ impl Agent {
             .with_context(|| format!("opening {}", self.log.display()))?;
         let log_err = log.try_clone().context("duplicating the log file")?;
         let mut command = netns::in_netns(&self.netns, &self.palisade);
-        command
-            .arg("agent")
-            .args(["--node", &self.node])
-            .args(["--metrics-addr", METRICS_ADDRESS])
-            .args(["--refresh-interval", &self.refresh_interval])
-            .args(["--debounce", &self.debounce])
-            .args(["--backend", &self.backend])
-            .args(&self.extra_args)
-            .env("RUST_LOG", "info")
-            .env_remove("NODE_NAME");
+        match &self.pod_args {
+            Some(args) => {
+                command.args(args).env_remove("NODE_NAME");
+            }
+            None => {
+                command
+                    .arg("agent")
+                    .args(["--node", &self.node])
+                    .args(["--metrics-addr", METRICS_ADDRESS])
+                    .args(["--refresh-interval", &self.refresh_interval])
+                    .args(["--debounce", &self.debounce])
+                    .args(["--backend", &self.backend])
+                    .args(&self.extra_args)
+                    .env("RUST_LOG", "info")
+                    .env_remove("NODE_NAME");
+            }
+        }
         command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -222,6 +222,33 @@ impl ApiServer {
         Ok(())
     }
 
+    /// `helm ARGS` against this apiserver, run from the repository root, with its caches in the
+    /// run directory. The helm binary is `$PALISADE_HELM`, as
+    /// `integration/chart/install-tools.sh` provides it.
+    // The upgrade test uses it; agent_e2e, which checks this module is used, does not.
+    #[allow(dead_code)]
+    pub fn helm(&self, args: &[&str]) -> Result<String> {
+        let helm = std::env::var("PALISADE_HELM").context(
+            "PALISADE_HELM names no helm: `eval \"$(integration/chart/install-tools.sh)\"` first",
+        )?;
+        let home = self.dir.with_file_name("helm");
+        let mut command = self.inside(&helm);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let line = format!("helm {}", args.join(" "));
+        let finished = proc::run_limited(&mut command, None, Duration::from_secs(120))?;
+        if !finished.success() {
+            bail!("`{line}` failed ({}): {}", finished.status, finished.both());
+        }
+        Ok(finished.stdout)
+    }
+
     /// `kubectl get ... -o json`, parsed.
     pub fn get_json(&self, args: &[&str]) -> Result<Value> {
         let mut all = args.to_vec();

@@ -1,7 +1,7 @@
-//! End-to-end pieces for `agent_e2e`, `calico_e2e` and the soak: a real apiserver
-//! reachable from every node namespace, `palisade agent` processes, the metrics text format,
-//! Kubernetes objects, the steady two-node cluster, and verdicts sampled over time. Built on
-//! the shared harness (`crate::harness`), which it only reads.
+//! End-to-end pieces for `agent_e2e`, `calico_e2e`, the soak and the upgrade test: a real
+//! apiserver reachable from every node namespace, `palisade agent` processes, the metrics
+//! text format, Kubernetes objects, the steady two-node cluster, and verdicts sampled over
+//! time. Built on the shared harness (`crate::harness`), which it only reads.
 
 pub mod agent;
 pub mod apiserver;
