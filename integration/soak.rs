@@ -339,10 +339,10 @@ impl ResourceLog {
         let mut medians = Vec::new();
         while from < length {
             let to = (from + window).min(length);
-            medians.push(match self.medians(index, from, to) {
-                Some((rss, _)) => rss.to_string(),
-                None => "-".to_string(),
-            });
+            // The run ends a little after a whole window: that sliver has no sample.
+            if let Some((rss, _)) = self.medians(index, from, to) {
+                medians.push(rss.to_string());
+            }
             from = to;
         }
         medians
