@@ -1127,13 +1127,7 @@ fn phase_agent_restart(world: &mut World) -> Result<()> {
         start.elapsed().as_secs_f64(),
         tally.wrong.len()
     ));
-    if !tally.wrong.is_empty() {
-        bail!(
-            "{} wrong verdicts while the agents restarted:\n  {}",
-            tally.wrong.len(),
-            tally.describe(20)
-        );
-    }
+    tally.ensure_none_wrong("while the agents restarted")?;
     world.delete_policies()
 }
 
@@ -1414,13 +1408,7 @@ fn phase_apiserver_outage(world: &mut World) -> Result<()> {
         marks_text.join(", "),
         tally.wrong.len()
     ));
-    if !tally.wrong.is_empty() {
-        bail!(
-            "{} wrong verdicts during the apiserver outage:\n  {}",
-            tally.wrong.len(),
-            tally.describe(20)
-        );
-    }
+    tally.ensure_none_wrong("during the apiserver outage")?;
 
     // node-2's agent kept running: its watchers failed and must have recovered.
     let mut isolated_clients = STEADY.to_vec();

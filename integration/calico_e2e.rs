@@ -32,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use e2e::agent::{self, Agent, Source as AgentSource};
-use e2e::apiserver::ApiServer;
+use e2e::apiserver::{self, ApiServer};
 use e2e::kube;
 use e2e::verdicts::{self, Await, Expectation, Round, Sampling};
 use e2e::{binaries, median_and_max, ms, pod_spec, RunDir};
@@ -44,14 +44,6 @@ use harness::probe::Probe;
 const CHANGE_LIMIT: Duration = Duration::from_secs(1);
 /// And half of them within this.
 const MEDIAN_LIMIT: Duration = Duration::from_millis(200);
-/// The resources of the kinds the CRDs define, in both groups.
-const CALICO_PLURALS: [&str; 5] = [
-    "networkpolicies",
-    "globalnetworkpolicies",
-    "networksets",
-    "globalnetworksets",
-    "tiers",
-];
 /// How long an agent that found no Calico group takes at most to notice the CRDs (it looks
 /// every 10 s).
 const DISCOVERY_LIMIT: Duration = Duration::from_secs(20);
@@ -299,12 +291,11 @@ impl World {
             &self.cluster.binaries.palisade,
             group.crd_arg(),
             group.name(),
-            &CALICO_PLURALS,
         )
     }
 
     fn delete_crds(&self, group: Group) -> Result<()> {
-        for plural in CALICO_PLURALS {
+        for plural in apiserver::CALICO_PLURALS {
             self.api.kubectl(&[
                 "delete",
                 "crd",

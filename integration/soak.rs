@@ -62,14 +62,6 @@ const CONVERGENCE_LIMIT: Duration = Duration::from_secs(5);
 /// RSS and FDs: the last minute's median may exceed the second minute's by this much.
 const GROWTH_LIMIT: f64 = 0.05;
 const RESOURCE_INTERVAL: Duration = Duration::from_secs(10);
-/// The Calico kinds the churn writes, whose CRDs the soak installs.
-const CALICO_PLURALS: [&str; 5] = [
-    "networkpolicies",
-    "globalnetworkpolicies",
-    "networksets",
-    "globalnetworksets",
-    "tiers",
-];
 
 fn soak_length() -> Duration {
     Duration::from_secs(
@@ -392,12 +384,7 @@ fn soak_two_agents_under_churn() -> Result<()> {
     cluster.add_pods(baseline_pods())?;
     let api = ApiServer::start(&cluster, &run.path.join("api"))?;
     steady::create_objects(&api, &cluster)?;
-    api.install_calico_crds(
-        &cluster.binaries.palisade,
-        "v3",
-        "projectcalico.org",
-        &CALICO_PLURALS,
-    )?;
+    api.install_calico_crds(&cluster.binaries.palisade, "v3", "projectcalico.org")?;
     let mut agents: Vec<Agent> = cluster
         .nodes
         .iter()

@@ -50,7 +50,6 @@ use harness::netns;
 /// The backend of each node's agents, old and new, in the manifest test: both backends go
 /// through the upgrade. The chart's agents use `--backend auto`.
 const BACKENDS: [&str; 2] = ["nft", "legacy"];
-const ALL_BACKENDS: [&str; 2] = ["nft", "legacy"];
 /// The image tags the helm test installs; the stand-in kubelet runs the build each names.
 const OLD_TAG: &str = "old";
 const NEW_TAG: &str = "new";
@@ -64,10 +63,11 @@ struct Layout {
 }
 
 impl Layout {
-    /// The chains of every backend in `backends` and the sets (which have no backend).
-    fn read(netns_name: &str, backends: &[&str]) -> Result<Layout> {
+    /// The chains of both backends (an agent writes one; which, `--backend auto` decides) and
+    /// the sets (which have no backend).
+    fn read(netns_name: &str) -> Result<Layout> {
         let mut chains = BTreeSet::new();
-        for backend in backends {
+        for backend in BACKENDS {
             for (family, save) in [("v4", "iptables"), ("v6", "ip6tables")] {
                 let program = format!("{save}-{backend}-save");
                 let text = agent::in_node(netns_name, &program, &["-t", "filter"])?;
@@ -87,6 +87,10 @@ impl Layout {
 
     fn count(&self) -> String {
         format!("{} chains, {} sets", self.chains.len(), self.sets.len())
+    }
+
+    fn of_each(agents: &[Agent]) -> Result<Vec<Layout>> {
+        agents.iter().map(|a| Layout::read(&a.netns)).collect()
     }
 }
 
@@ -132,8 +136,35 @@ fn replace(slot: &mut Agent, mut new_agent: Agent) -> Result<String> {
     Ok(note)
 }
 
-/// The verdicts seen during the upgrade: all steady.
-fn check_rounds(rounds: Result<Vec<Round>>, steady: &Expectation, start: Instant) -> Result<()> {
+/// The rollout, one node at a time as a DaemonSet with `maxUnavailable: 1` does: each agent
+/// replaced by `successor(index)`, and its new layout in force for 3 s under probing before
+/// the next node. Returns the new layouts; a line per node goes to `notes`.
+fn roll_out(
+    agents: &mut [Agent],
+    mut successor: impl FnMut(usize) -> Result<Agent>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Layout>> {
+    let mut new_layouts = Vec::new();
+    for (index, slot) in agents.iter_mut().enumerate() {
+        notes.push(replace(slot, successor(index)?)?);
+        std::thread::sleep(Duration::from_secs(3));
+        new_layouts.push(Layout::read(&slot.netns)?);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    Ok(new_layouts)
+}
+
+/// What an upgrade must leave: only steady verdicts while it ran, the old layout gone, and a
+/// kernel that holds exactly what the new build writes.
+fn check_upgrade(
+    cluster: &Cluster,
+    agents: &mut [Agent],
+    steady: &Expectation,
+    start: Instant,
+    old_layouts: &[Layout],
+    new_layouts: &[Layout],
+    rounds: Result<Vec<Round>>,
+) -> Result<()> {
     let tally = Tally::count(&rounds?, steady, start)?;
     println!(
         "upgrade: {} rounds, {} probes over {:.1} s, {} wrong verdicts",
@@ -142,12 +173,12 @@ fn check_rounds(rounds: Result<Vec<Round>>, steady: &Expectation, start: Instant
         start.elapsed().as_secs_f64(),
         tally.wrong.len()
     );
-    if !tally.wrong.is_empty() {
-        bail!(
-            "{} wrong verdicts during the upgrade:\n  {}",
-            tally.wrong.len(),
-            tally.describe(20)
-        );
+    tally.ensure_none_wrong("during the upgrade")?;
+    check_layouts(agents, old_layouts, new_layouts)?;
+    check_restart_writes_nothing(agents)?;
+    verdicts::check_matrix(cluster, steady)?;
+    for agent in agents.iter_mut() {
+        agent.stop()?;
     }
     Ok(())
 }
@@ -255,10 +286,7 @@ fn upgrade_in_place_under_probing() -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     agent::start_all(&mut agents)?;
     verdicts::settle(&cluster, &steady).context("the old build enforcing the steady policies")?;
-    let old_layouts = agents
-        .iter()
-        .map(|a| Layout::read(&a.netns, &[a.backend.as_str()]))
-        .collect::<Result<Vec<_>>>()?;
+    let old_layouts = Layout::of_each(&agents)?;
 
     let probes = verdicts::all_probes(&cluster)?;
     let start = Instant::now();
@@ -268,31 +296,25 @@ fn upgrade_in_place_under_probing() -> Result<()> {
     let (upgraded, rounds) =
         verdicts::sample_during(cluster_ref, &probes, upgrade_sampling(), || {
             std::thread::sleep(Duration::from_secs(1));
-            let mut new_layouts = Vec::new();
-            for (index, slot) in agents.iter_mut().enumerate() {
-                let new_agent =
-                    manifest_agent(&new_palisade, cluster_ref, index, &manifests, &run)?;
-                let backend = new_agent.backend.clone();
-                notes.push(format!("{} ({backend})", replace(slot, new_agent)?));
-                // The new layout in force for a while under probing before the next node.
-                std::thread::sleep(Duration::from_secs(3));
-                new_layouts.push(Layout::read(&slot.netns, &[backend.as_str()])?);
-            }
-            std::thread::sleep(Duration::from_secs(2));
-            Ok(new_layouts)
+            roll_out(
+                &mut agents,
+                |index| manifest_agent(&new_palisade, cluster_ref, index, &manifests, &run),
+                &mut notes,
+            )
         });
     for note in &notes {
         println!("upgrade: {note}");
     }
     let new_layouts = upgraded?;
-    check_rounds(rounds, &steady, start)?;
-    check_layouts(&agents, &old_layouts, &new_layouts)?;
-    check_restart_writes_nothing(&mut agents)?;
-    verdicts::check_matrix(&cluster, &steady)?;
-    for agent in agents.iter_mut() {
-        agent.stop()?;
-    }
-    Ok(())
+    check_upgrade(
+        &cluster,
+        &mut agents,
+        &steady,
+        start,
+        &old_layouts,
+        &new_layouts,
+        rounds,
+    )
 }
 
 /// `charts/palisade` as of `commit`, exported (with `git archive`) under `dir`.
@@ -455,10 +477,7 @@ fn helm_upgrade_under_probing() -> Result<()> {
     agent::start_all(&mut agents)?;
     let steady = Expectation::new(STEADY)?;
     verdicts::settle(&cluster, &steady).context("the old build enforcing the steady policies")?;
-    let old_layouts = agents
-        .iter()
-        .map(|a| Layout::read(&a.netns, &ALL_BACKENDS))
-        .collect::<Result<Vec<_>>>()?;
+    let old_layouts = Layout::of_each(&agents)?;
 
     let probes = verdicts::all_probes(&cluster)?;
     let start = Instant::now();
@@ -497,28 +516,24 @@ fn helm_upgrade_under_probing() -> Result<()> {
             if new_template.generation <= old_template.generation {
                 bail!("helm upgrade did not change the DaemonSet's pod template");
             }
-            // The rollout, one node at a time (the chart's maxUnavailable is 1).
-            let mut new_layouts = Vec::new();
-            for (index, slot) in agents.iter_mut().enumerate() {
-                let new_agent = new_template.agent(builds, cluster_ref, index, api_ref, run_ref)?;
-                notes.push(replace(slot, new_agent)?);
-                std::thread::sleep(Duration::from_secs(3));
-                new_layouts.push(Layout::read(&slot.netns, &ALL_BACKENDS)?);
-            }
-            std::thread::sleep(Duration::from_secs(2));
-            Ok(new_layouts)
+            roll_out(
+                &mut agents,
+                |index| new_template.agent(builds, cluster_ref, index, api_ref, run_ref),
+                &mut notes,
+            )
         },
     );
     for note in &notes {
         println!("upgrade: {note}");
     }
     let new_layouts = upgraded?;
-    check_rounds(rounds, &steady, start)?;
-    check_layouts(&agents, &old_layouts, &new_layouts)?;
-    check_restart_writes_nothing(&mut agents)?;
-    verdicts::check_matrix(&cluster, &steady)?;
-    for agent in agents.iter_mut() {
-        agent.stop()?;
-    }
-    Ok(())
+    check_upgrade(
+        &cluster,
+        &mut agents,
+        &steady,
+        start,
+        &old_layouts,
+        &new_layouts,
+        rounds,
+    )
 }

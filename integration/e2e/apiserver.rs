@@ -29,6 +29,15 @@ use crate::harness::netns;
 
 /// The apiserver's address on the fabric: nodes are `198.19.0.K/24` with K ≤ 200.
 pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 250);
+/// The resources of the Calico kinds `palisade crds` defines, in either group.
+pub const CALICO_PLURALS: [&str; 5] = [
+    "networkpolicies",
+    "globalnetworkpolicies",
+    "networksets",
+    "globalnetworksets",
+    "tiers",
+];
+
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct ApiServer {
@@ -184,7 +193,7 @@ impl ApiServer {
     }
 
     /// Installs Calico's CRDs as `palisade crds --group GROUP_ARG` prints them and waits until
-    /// each of `plurals` (in the API group `group_name`) is established.
+    /// each of [`CALICO_PLURALS`] (in the API group `group_name`) is established.
     // calico_e2e and the soak install them; agent_e2e, which checks this module is used, does not.
     #[allow(dead_code)]
     pub fn install_calico_crds(
@@ -192,7 +201,6 @@ impl ApiServer {
         palisade: &Path,
         group_arg: &str,
         group_name: &str,
-        plurals: &[&str],
     ) -> Result<()> {
         let output = Command::new(palisade)
             .args(["crds", "--group", group_arg])
@@ -206,7 +214,7 @@ impl ApiServer {
         }
         let text = String::from_utf8(output.stdout).context("palisade crds printed non-UTF-8")?;
         self.kubectl_input(&["apply", "-f", "-"], Some(&text))?;
-        for plural in plurals {
+        for plural in CALICO_PLURALS {
             // `kubectl wait` fails on a CRD so new that it has no status yet.
             let crd = format!("crd/{plural}.{group_name}");
             let wait = ["wait", "--for=condition=Established", "--timeout=30s", &crd];

@@ -481,6 +481,19 @@ impl Tally {
         Ok(tally)
     }
 
+    /// An error listing the first 20 wrong verdicts, if there are any; `during` says when
+    /// they were seen ("during the upgrade").
+    pub fn ensure_none_wrong(&self, during: &str) -> Result<()> {
+        if self.wrong.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "{} wrong verdicts {during}:\n  {}",
+            self.wrong.len(),
+            self.describe(20)
+        )
+    }
+
     pub fn describe(&self, limit: usize) -> String {
         let mut lines: Vec<String> = self
             .wrong
