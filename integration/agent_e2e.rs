@@ -3,7 +3,8 @@
 //!
 //! - `apiserver_agents_end_to_end`: one apiserver + a two-node cluster shared by phases that
 //!   each start from "no policies": every kind of change enforced within 1 s (timed with
-//!   probes), an invalid policy (Event, metric, fail-closed), drift repair, agent restarts
+//!   probes), an invalid policy (Event, metric, fail-closed), a set over capacity (the same),
+//!   drift repair, agent restarts
 //!   under continuous probing (zero wrong verdicts), event-to-kernel latency of 50 label
 //!   changes, the apiserver answering 500 and then leaving connections hanging (30 s each,
 //!   through `fault-proxy.py`), and a 10 s apiserver outage (no verdict changes, changes
@@ -930,6 +931,163 @@ fn phase_invalid_policy(world: &mut World) -> Result<()> {
     world.delete_policies()
 }
 
+/// The capacity the agents get for the set-capacity phase: the 4 pods do not fit, 2 do.
+const SMALL_SET_CAPACITY: &str = "3";
+
+/// Restarts both agents with `--max-ipset-size capacity`, or with the default (`None`).
+fn restart_with_set_capacity(world: &mut World, capacity: Option<&str>) -> Result<()> {
+    for agent in &mut world.agents {
+        agent.stop()?;
+        agent.extra_args = match capacity {
+            Some(size) => vec!["--max-ipset-size".into(), size.into()],
+            None => Vec::new(),
+        };
+        agent.start()?;
+        agent.wait_ready(Duration::from_secs(30))?;
+    }
+    Ok(())
+}
+
+/// Events about `policy` in `web` with reason IPSetOverCapacity (events.k8s.io/v1).
+fn over_capacity_events(world: &World, policy: &str) -> Result<Vec<Value>> {
+    let events = world
+        .api
+        .get_json(&["get", "events.v1.events.k8s.io", "-n", "web"])?;
+    Ok(events["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e["reason"] == "IPSetOverCapacity"
+                && e["regarding"]["kind"] == "NetworkPolicy"
+                && e["regarding"]["name"] == policy
+        })
+        .collect())
+}
+
+/// Waits until both agents count `sets` sets over capacity.
+fn await_over_capacity(world: &World, sets: f64) -> Result<()> {
+    for node in [1, 2] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = world.metric(node, "palisade_ipsets_over_capacity", &[])?;
+            if now == sets {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("node-{node}: palisade_ipsets_over_capacity is {now}, expected {sets}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+/// Applies `policy`, which reads a set over capacity, times its fail-closed verdicts, and
+/// checks that web/crowd then has `events` IPSetOverCapacity Events in all, though both
+/// agents report it.
+fn go_over_capacity(
+    world: &mut World,
+    label: &str,
+    before: &Expectation,
+    after: &Expectation,
+    policy: Value,
+    events: usize,
+) -> Result<Vec<Value>> {
+    world.timed_change(label, before, after, |w| w.api.apply(&[policy]))?;
+    await_over_capacity(world, 1.0)?;
+    // Both agents count the set, so both have reported it; a second Event would be there now.
+    std::thread::sleep(Duration::from_secs(1));
+    let found = over_capacity_events(world, "crowd")?;
+    if found.len() != events {
+        bail!(
+            "`{label}`: {} IPSetOverCapacity Events for web/crowd from two agents, expected {events} (one per version): {found:?}",
+            found.len()
+        );
+    }
+    Ok(found)
+}
+
+/// A set over the agents' `--max-ipset-size`, through the API server: the policy reading it
+/// fails closed on both nodes instead of being enforced from a truncated set; one Event per
+/// version of the policy says so, though both agents report it; once the set fits, the policy
+/// is enforced as written.
+fn phase_set_over_capacity(world: &mut World) -> Result<()> {
+    restart_with_set_capacity(world, Some(SMALL_SET_CAPACITY))?;
+    let outcome = set_over_capacity_checks(world);
+    let restored = restart_with_set_capacity(world, None);
+    outcome?;
+    restored?;
+    world.delete_policies()
+}
+
+fn set_over_capacity_checks(world: &mut World) -> Result<()> {
+    world.settle(&expectation(&["allow * -> *"])?)?;
+    // Every pod of web (server on node-2, peer on node-1) admits the pods of the namespaces
+    // the selector picks: all of them (4 pods, over capacity), or web's own (2).
+    let crowd = |namespaces: Value| {
+        kube::policy(
+            "web",
+            "crowd",
+            json!({
+                "podSelector": {},
+                "ingress": [{"from": [{"namespaceSelector": namespaces, "podSelector": {}}]}],
+            }),
+        )
+    };
+    let everyone = || crowd(json!({}));
+    let web_only = || crowd(json!({"matchLabels": {"team": "web"}}));
+    let open = expectation(&["allow * -> *"])?;
+    let fail_closed = expectation(&["allow * -> *", "deny * -> web/*", "allow node/* -> *"])?;
+    let as_written_web_only = expectation(&[
+        "allow * -> *",
+        "deny * -> web/*",
+        "allow web/server -> web/peer",
+        "allow web/peer -> web/server",
+        "allow node/* -> *",
+    ])?;
+    // Enforced as written it would admit every pod: the denials are the fail-closed chain.
+    let first = go_over_capacity(
+        world,
+        "a policy reading a set over capacity (fails closed)",
+        &open,
+        &fail_closed,
+        everyone(),
+        1,
+    )?;
+    let latest = first.last().cloned().unwrap_or_default();
+    let note = latest["note"].as_str().unwrap_or_default().to_string();
+    for expected in ["would hold 4 entries", "--max-ipset-size", "fails closed"] {
+        if !note.contains(expected) {
+            bail!("the IPSetOverCapacity note does not say `{expected}`: {note}");
+        }
+    }
+    if latest["type"] != "Warning" || latest["reportingController"] != "palisade" {
+        bail!("the IPSetOverCapacity Event is not a Warning from palisade: {latest}");
+    }
+
+    world.timed_change(
+        "the set fits (web only): enforced as written",
+        &fail_closed,
+        &as_written_web_only,
+        |w| w.api.apply(&[web_only()]),
+    )?;
+    await_over_capacity(world, 0.0)?;
+    go_over_capacity(
+        world,
+        "over capacity again (a new version)",
+        &as_written_web_only,
+        &fail_closed,
+        everyone(),
+        2,
+    )?;
+    world.report.note(format!(
+        "set over capacity (--max-ipset-size {SMALL_SET_CAPACITY}): web/crowd failed closed on both nodes, palisade_ipsets_over_capacity 1 on each; 1 Event for its first version, 2 after a second version went over; note: {note}"
+    ));
+    Ok(())
+}
+
 /// Breaks the kernel state on node-2 by hand, checks that the break was visible to probes,
 /// and that the periodic refresh (2 s) repaired it and counted the repair.
 fn drift_case(
@@ -1783,7 +1941,7 @@ fn apiserver_agents_end_to_end() {
         started.elapsed().as_secs_f64()
     );
     type Phase = fn(&mut World) -> Result<()>;
-    let phases: [(&str, Phase); 9] = [
+    let phases: [(&str, Phase); 10] = [
         ("startup, health, readiness, metrics", phase_startup),
         ("each change enforced within 1 s", phase_enforcement),
         (
@@ -1793,6 +1951,10 @@ fn apiserver_agents_end_to_end() {
         (
             "invalid policy: event, metric, fail-closed",
             phase_invalid_policy,
+        ),
+        (
+            "a set over capacity: fail-closed, one Event per version",
+            phase_set_over_capacity,
         ),
         ("drift repaired by the refresh", phase_drift),
         ("agent restarts: zero wrong verdicts", phase_agent_restart),

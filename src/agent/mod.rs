@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::compiler::{CompilerConfig, NodeCompiler};
+use crate::compiler::{CompilerConfig, NodeCompiler, SetOverflow};
 use crate::dataplane::Dataplane;
 use crate::index::{Change, ClusterIndex};
 use crate::metrics::Metrics;
@@ -48,6 +48,31 @@ pub struct AgentConfig {
     /// Read the NFLOG group of the denial rules and write the denied-flow log; `None`: the
     /// log is off (the rules still send to the group).
     pub denied_log: Option<crate::flowlog::DeniedLogConfig>,
+    /// Told the sets over capacity after each sync that changed something, while any is.
+    pub overflow_listener: Option<OverflowListener>,
+}
+
+/// Where the sets over capacity go beyond the log and the metric (the Kubernetes source makes
+/// Events of them on the policies that fail closed).
+#[derive(Clone)]
+pub struct OverflowListener(Arc<TellOverflows>);
+
+type TellOverflows = dyn Fn(&[SetOverflow]) + Send + Sync;
+
+impl OverflowListener {
+    pub fn new(listener: impl Fn(&[SetOverflow]) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(listener))
+    }
+
+    fn tell(&self, overflows: &[SetOverflow]) {
+        (self.0)(overflows);
+    }
+}
+
+impl std::fmt::Debug for OverflowListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OverflowListener")
+    }
 }
 
 impl AgentConfig {
@@ -64,6 +89,7 @@ impl AgentConfig {
             retry_max: Duration::from_secs(30),
             cleanup_on_exit: false,
             denied_log: None,
+            overflow_listener: None,
         }
     }
 }

@@ -38,6 +38,12 @@ impl Agent {
         if !unchanged || rebuilt {
             let overflows = compiler.overflowing_sets();
             report_overflows(&self.overflows, &overflows);
+            if let Some(listener) = &self.config.overflow_listener {
+                // A policy changed while its set stays over is a new version to report.
+                if !overflows.is_empty() || !self.overflows.is_empty() {
+                    listener.tell(&overflows);
+                }
+            }
             self.metrics
                 .ipsets_over_capacity
                 .set(i64::try_from(overflows.len()).unwrap_or(i64::MAX));

@@ -179,6 +179,15 @@ fn a_set_over_capacity_is_counted_until_it_fits() {
     let mut config = AgentConfig::new("n1");
     config.debounce = Duration::ZERO;
     config.compiler.set_capacity = 1;
+    let told: Arc<std::sync::Mutex<Vec<Vec<String>>>> = Arc::default();
+    let listener = Arc::clone(&told);
+    config.overflow_listener = Some(OverflowListener::new(move |now| {
+        let policies = now
+            .iter()
+            .flat_map(|o| o.policies.iter().map(|p| format!("{p} reads {}", o.set)))
+            .collect();
+        listener.lock().unwrap().push(policies);
+    }));
     let mut agent = Agent::new(config, dataplane, Arc::clone(&metrics));
     list_everything(&mut agent);
     // Ingress from every pod: a set of both pods' addresses, one more than fits.
@@ -197,9 +206,19 @@ fn a_set_over_capacity_is_counted_until_it_fits() {
     agent.ingest(SourceEvent::PolicyApplied(policy));
     agent.run_due_work();
     assert_eq!(metrics.ipsets_over_capacity.get(), 1);
+    let first = told.lock().unwrap().clone();
+    assert_eq!(first.len(), 1, "told once: {first:?}");
+    assert_eq!(first[0].len(), 1);
+    assert!(
+        first[0][0].starts_with("default/from-pods reads "),
+        "{first:?}"
+    );
     agent.ingest(SourceEvent::PodRemoved(ObjectKey::new("default", "bb")));
     agent.run_due_work();
     assert_eq!(metrics.ipsets_over_capacity.get(), 0, "one pod fits");
+    let told = told.lock().unwrap().clone();
+    assert_eq!(told.len(), 2, "told again when it fits: {told:?}");
+    assert!(told[1].is_empty());
 }
 
 #[test]

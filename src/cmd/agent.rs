@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade::agent::{self, AgentConfig, AgentMessage};
+use palisade::agent::{self, AgentConfig, AgentMessage, OverflowListener};
 use palisade::dataplane::{resolve_backend, BackendChoice, Dataplane, SystemRunner};
 use palisade::flowlog::DeniedLogConfig;
 use palisade::k8s::CalicoApi;
@@ -101,6 +101,10 @@ async fn run(args: AgentArgs) -> ExitCode {
                     return ExitCode::from(EXIT_INVALID_INPUT);
                 }
             };
+            let (overflows_now, overflows) = tokio::sync::watch::channel(Vec::new());
+            config.overflow_listener = Some(OverflowListener::new(move |now| {
+                overflows_now.send_replace(now.to_vec());
+            }));
             let choice = CalicoApi::from(args.calico_api);
             // The first sync must wait for every kind that will be watched, so the groups are
             // known before the core starts; the kernel keeps its rules meanwhile.
@@ -117,6 +121,7 @@ async fn run(args: AgentArgs) -> ExitCode {
                 served,
                 sender.clone(),
                 Arc::clone(&metrics),
+                overflows,
             ));
             (sender, core)
         }

@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::Resource;
 
-use super::events::Report;
+use super::events::{versioned_ref, Report};
+use super::policy_objects::PolicyObjects;
 use super::watch::{key_of, Translate};
 use crate::agent::{InvalidPolicy, Kind, SourceEvent};
 use crate::model::calico::{self, ApiGroup, CalicoKind, CalicoResource};
@@ -93,17 +94,24 @@ pub(super) struct CalicoObjects<R> {
     kind: CalicoKind,
     resource: ApiResource,
     events: R,
+    objects: PolicyObjects,
     produced: HashMap<ObjectKey, Produced>,
-    listing: Vec<(ObjectKey, Outcome)>,
+    listing: Vec<(ObjectKey, ObjectReference, Outcome)>,
 }
 
 impl<R: Report> CalicoObjects<R> {
-    pub(super) fn new(group: ApiGroup, kind: CalicoKind, events: R) -> Self {
+    pub(super) fn new(
+        group: ApiGroup,
+        kind: CalicoKind,
+        events: R,
+        objects: PolicyObjects,
+    ) -> Self {
         Self {
             group,
             kind,
             resource: api_resource(group, kind),
             events,
+            objects,
             produced: HashMap::new(),
             listing: Vec::new(),
         }
@@ -144,7 +152,7 @@ impl<R: Report> CalicoObjects<R> {
             None => "Palisade leaves it out until it is fixed.",
         };
         self.events
-            .policy_invalid(object.object_ref(&self.resource), &error, instead);
+            .policy_invalid(versioned_ref(object, &self.resource), &error, instead);
         match fail_closed {
             Some(policy) => Outcome::Invalid(InvalidPolicy {
                 id: policy.id.clone(),
@@ -158,6 +166,13 @@ impl<R: Report> CalicoObjects<R> {
         }
     }
 
+    fn is_policy_kind(&self) -> bool {
+        !matches!(
+            self.kind,
+            CalicoKind::NetworkSet | CalicoKind::GlobalNetworkSet | CalicoKind::Tier
+        )
+    }
+
     fn policy_kind(&self) -> PolicyKind {
         match self.kind {
             CalicoKind::GlobalNetworkPolicy => PolicyKind::CalicoGlobal,
@@ -169,7 +184,11 @@ impl<R: Report> CalicoObjects<R> {
 impl<R: Report> Translate<DynamicObject> for CalicoObjects<R> {
     fn list_item(&mut self, object: &DynamicObject) {
         let outcome = self.convert(object);
-        self.listing.push((key_of(object), outcome));
+        self.listing.push((
+            key_of(object),
+            versioned_ref(object, &self.resource),
+            outcome,
+        ));
     }
 
     fn listed(&mut self) -> SourceEvent {
@@ -178,8 +197,12 @@ impl<R: Report> Translate<DynamicObject> for CalicoObjects<R> {
         let mut invalid = Vec::new();
         let mut sets = Vec::new();
         let mut tiers = Vec::new();
-        for (key, outcome) in std::mem::take(&mut self.listing) {
+        let mut objects = Vec::new();
+        for (key, reference, outcome) in std::mem::take(&mut self.listing) {
             if let Some(produced) = outcome.produced() {
+                if let Produced::Policy(id) = &produced {
+                    objects.push((id.clone(), reference));
+                }
                 self.produced.insert(key, produced);
             }
             match outcome {
@@ -189,6 +212,9 @@ impl<R: Report> Translate<DynamicObject> for CalicoObjects<R> {
                 Outcome::Tier(tier) => tiers.push(tier),
                 Outcome::Nothing => {}
             }
+        }
+        if self.is_policy_kind() {
+            self.objects.listed(self.policy_kind(), objects);
         }
         match self.kind {
             CalicoKind::NetworkSet | CalicoKind::GlobalNetworkSet => {
@@ -216,7 +242,14 @@ impl<R: Report> Translate<DynamicObject> for CalicoObjects<R> {
             None => self.produced.remove(&key),
         };
         if let Some(before) = before.filter(|b| Some(b) != now.as_ref()) {
+            if let Produced::Policy(id) = &before {
+                self.objects.removed(id);
+            }
             events.push(before.removal());
+        }
+        if let Some(Produced::Policy(id)) = &now {
+            self.objects
+                .applied(id.clone(), versioned_ref(object, &self.resource));
         }
         match outcome {
             Outcome::Policy(policy) => events.push(SourceEvent::PolicyApplied(policy)),
@@ -229,10 +262,10 @@ impl<R: Report> Translate<DynamicObject> for CalicoObjects<R> {
     }
 
     fn deleted(&mut self, object: &DynamicObject) -> Vec<SourceEvent> {
-        self.produced
-            .remove(&key_of(object))
-            .map(Produced::removal)
-            .into_iter()
-            .collect()
+        let produced = self.produced.remove(&key_of(object));
+        if let Some(Produced::Policy(id)) = &produced {
+            self.objects.removed(id);
+        }
+        produced.map(Produced::removal).into_iter().collect()
     }
 }

@@ -2,14 +2,15 @@
 //! ServiceAccounts and EndpointSlices that Calico rules select by.
 
 use k8s_openapi::api::core::v1::{
-    Namespace as K8sNamespace, Pod as K8sPod, ServiceAccount as K8sServiceAccount,
+    Namespace as K8sNamespace, ObjectReference, Pod as K8sPod, ServiceAccount as K8sServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
-use super::events::Report;
+use super::events::{versioned_ref, Report};
+use super::policy_objects::PolicyObjects;
 use super::watch::{key_of, Translate};
 use crate::agent::{InvalidPolicy, SourceEvent};
 use crate::model::{convert, PolicyId, PolicyKind};
@@ -186,16 +187,20 @@ enum Converted {
 
 pub(super) struct Policies<R> {
     events: R,
+    objects: PolicyObjects,
     valid: Vec<crate::model::Policy>,
     invalid: Vec<InvalidPolicy>,
+    listed_objects: Vec<(PolicyId, ObjectReference)>,
 }
 
 impl<R: Report> Policies<R> {
-    pub(super) fn new(events: R) -> Self {
+    pub(super) fn new(events: R, objects: PolicyObjects) -> Self {
         Self {
             events,
+            objects,
             valid: Vec::new(),
             invalid: Vec::new(),
+            listed_objects: Vec::new(),
         }
     }
 
@@ -209,7 +214,7 @@ impl<R: Report> Policies<R> {
             Err(error) => {
                 let error = error.to_string();
                 self.events.policy_invalid(
-                    policy.object_ref(&()),
+                    versioned_ref(policy, &()),
                     &error,
                     "Palisade isolates the selected pods and allows nothing until the policy is fixed.",
                 );
@@ -225,6 +230,10 @@ impl<R: Report> Policies<R> {
 
 impl<R: Report> Translate<NetworkPolicy> for Policies<R> {
     fn list_item(&mut self, policy: &NetworkPolicy) {
+        self.listed_objects.push((
+            PolicyId::kubernetes(&key_of(policy)),
+            versioned_ref(policy, &()),
+        ));
         match self.convert(policy) {
             Converted::Valid(p) => self.valid.push(p),
             Converted::Invalid(bad) => self.invalid.push(bad),
@@ -232,6 +241,10 @@ impl<R: Report> Translate<NetworkPolicy> for Policies<R> {
     }
 
     fn listed(&mut self) -> SourceEvent {
+        self.objects.listed(
+            PolicyKind::Kubernetes,
+            std::mem::take(&mut self.listed_objects),
+        );
         SourceEvent::PoliciesListed {
             kind: PolicyKind::Kubernetes,
             valid: std::mem::take(&mut self.valid),
@@ -240,6 +253,10 @@ impl<R: Report> Translate<NetworkPolicy> for Policies<R> {
     }
 
     fn applied(&mut self, policy: &NetworkPolicy) -> Vec<SourceEvent> {
+        self.objects.applied(
+            PolicyId::kubernetes(&key_of(policy)),
+            versioned_ref(policy, &()),
+        );
         vec![match self.convert(policy) {
             Converted::Valid(p) => SourceEvent::PolicyApplied(p),
             Converted::Invalid(bad) => SourceEvent::PolicyInvalid(bad),
@@ -247,8 +264,8 @@ impl<R: Report> Translate<NetworkPolicy> for Policies<R> {
     }
 
     fn deleted(&mut self, policy: &NetworkPolicy) -> Vec<SourceEvent> {
-        vec![SourceEvent::PolicyRemoved(PolicyId::kubernetes(&key_of(
-            policy,
-        )))]
+        let id = PolicyId::kubernetes(&key_of(policy));
+        self.objects.removed(&id);
+        vec![SourceEvent::PolicyRemoved(id)]
     }
 }

@@ -16,6 +16,8 @@ pub mod discovery;
 mod events;
 mod health;
 mod kubernetes;
+mod overflow_events;
+mod policy_objects;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -29,13 +31,15 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::DynamicObject;
 use kube::{Api, Client};
+use policy_objects::PolicyObjects;
 
 use crate::agent::AgentMessage;
+use crate::compiler::SetOverflow;
 use crate::metrics::Metrics;
 use crate::model::calico::ApiGroup;
 
 pub use discovery::{discover, CalicoApi, Served};
-pub use events::POLICY_INVALID_REASON;
+pub use events::{POLICY_INVALID_REASON, SET_OVER_CAPACITY_REASON};
 pub use snapshot::snapshot;
 
 /// How often an agent that found no Calico group looks for one again.
@@ -100,6 +104,8 @@ pub async fn client_from(kubeconfig: Option<&std::path::Path>) -> Result<Client,
 struct Watchers {
     client: Client,
     events: events::Publisher,
+    /// Kept by the policy watchers across restarts (each listing replaces its kind's).
+    policy_objects: PolicyObjects,
     sender: Sender<AgentMessage>,
     metrics: Arc<Metrics>,
 }
@@ -142,7 +148,7 @@ impl Watchers {
             self.spawn(
                 Api::<NetworkPolicy>::all(c.clone()),
                 "networkpolicy",
-                kubernetes::Policies::new(self.events.clone()),
+                kubernetes::Policies::new(self.events.clone(), self.policy_objects.clone()),
             ),
         ]
     }
@@ -171,7 +177,12 @@ impl Watchers {
             tasks.push(self.spawn(
                 Api::<DynamicObject>::all_with(c.clone(), &calico::api_resource(group, kind)),
                 agent_kind.as_str(),
-                calico::CalicoObjects::new(group, kind, self.events.clone()),
+                calico::CalicoObjects::new(
+                    group,
+                    kind,
+                    self.events.clone(),
+                    self.policy_objects.clone(),
+                ),
             ));
         }
         tasks
@@ -210,8 +221,9 @@ impl Watchers {
 }
 
 /// Runs the watchers until the agent stops listening. `served` is what [`discover`] found
-/// (the agent waits for exactly those kinds before its first sync). Beside them the API
-/// server's health is checked; when it answers again after leaving requests unanswered, the
+/// (the agent waits for exactly those kinds before its first sync). `overflows` are the sets
+/// over capacity the agent tells after each sync: the policies reading them get Events.
+/// Beside them the API server's health is checked; when it answers again after leaving requests unanswered, the
 /// watches start afresh (each lists again) with a new client: one may
 /// still wait on a connection the server will never answer, and the old client's pool may
 /// hold more of them.
@@ -221,8 +233,10 @@ pub async fn run(
     served: Served,
     sender: Sender<AgentMessage>,
     metrics: Arc<Metrics>,
+    overflows: tokio::sync::watch::Receiver<Vec<SetOverflow>>,
 ) {
     let mut health = health::Health::default();
+    let policy_objects = PolicyObjects::default();
     metrics.apiserver_up.set(1);
     let Connection { config, mut client } = connection;
     let mut served = served;
@@ -230,10 +244,18 @@ pub async fn run(
         let watchers = Watchers {
             events: events::Publisher::new(client.clone()),
             client: client.clone(),
+            policy_objects: policy_objects.clone(),
             sender: sender.clone(),
             metrics: Arc::clone(&metrics),
         };
         let mut tasks = Tasks(watchers.start(choice, served));
+        // Restarted with the watches, on the new client: what is over capacity is reported
+        // again, and finds its Events there.
+        tasks.0.push(tokio::spawn(overflow_events::report(
+            watchers.events.clone(),
+            policy_objects.clone(),
+            overflows.clone(),
+        )));
         tokio::select! {
             () = tasks.join() => return,
             () = health::until_watches_restart(&config, &mut health, &metrics) => {}

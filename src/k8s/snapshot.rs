@@ -11,6 +11,7 @@ use kube::{Api, Client, Resource};
 
 use super::discovery::{self, CalicoApi};
 use super::events::Report;
+use super::policy_objects::PolicyObjects;
 use super::watch::Translate;
 use super::{calico, kubernetes, SourceError};
 use crate::agent::SourceEvent;
@@ -85,7 +86,7 @@ pub async fn snapshot(client: &Client, choice: CalicoApi) -> Result<Manifests, S
         list_once(
             Api::<NetworkPolicy>::all(c()),
             "networkpolicies",
-            kubernetes::Policies::new(Terminal),
+            kubernetes::Policies::new(Terminal, PolicyObjects::default()),
         )
         .await?,
     ];
@@ -115,7 +116,7 @@ pub async fn snapshot(client: &Client, choice: CalicoApi) -> Result<Manifests, S
                 list_once(
                     Api::<DynamicObject>::all_with(c(), &resource),
                     agent_kind.as_str(),
-                    calico::CalicoObjects::new(group, kind, Terminal),
+                    calico::CalicoObjects::new(group, kind, Terminal, PolicyObjects::default()),
                 )
                 .await?,
             );

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::calico::CalicoObjects;
 use super::events::Report;
 use super::kubernetes::ServiceSlices;
+use super::policy_objects::PolicyObjects;
 use super::watch::Translate;
 use crate::agent::SourceEvent;
 use crate::model::calico::{ApiGroup, CalicoKind};
@@ -102,8 +103,14 @@ fn applied_ids(events: &[SourceEvent]) -> Vec<String> {
 #[test]
 fn stored_policies_are_named_by_their_annotation_and_removed_by_what_they_produced() {
     let reports = Recorded::default();
-    let mut policies =
-        CalicoObjects::new(ApiGroup::CrdV1, CalicoKind::NetworkPolicy, reports.clone());
+    let objects = PolicyObjects::default();
+    let mut policies = CalicoObjects::new(
+        ApiGroup::CrdV1,
+        CalicoKind::NetworkPolicy,
+        reports.clone(),
+        objects.clone(),
+    );
+    let stored_name = |id: &PolicyId| objects.reference(id).and_then(|r| r.name);
     let spec = json!({"selector": "app == 'web'", "ingress": [{"action": "Allow"}]});
     let object = stored(
         "NetworkPolicy",
@@ -125,6 +132,11 @@ fn stored_policies_are_named_by_their_annotation_and_removed_by_what_they_produc
     assert!(invalid.is_empty());
     assert_eq!(valid.len(), 1);
     assert_eq!(valid[0].id, PolicyId::calico("shop", "allow-web"));
+    // Events about the policy go on the object as stored.
+    assert_eq!(
+        stored_name(&PolicyId::calico("shop", "allow-web")).as_deref(),
+        Some("default.allow-web")
+    );
 
     // The annotation's name changes (a rename through Calico's API keeps the stored name):
     // the old policy goes, the new one comes.
@@ -139,11 +151,17 @@ fn stored_policies_are_named_by_their_annotation_and_removed_by_what_they_produc
         applied_ids(&policies.applied(&renamed)),
         ["removed shop/allow-web", "applied shop/allow-web-2"]
     );
+    assert_eq!(stored_name(&PolicyId::calico("shop", "allow-web")), None);
+    assert_eq!(
+        stored_name(&PolicyId::calico("shop", "allow-web-2")).as_deref(),
+        Some("default.allow-web")
+    );
     // Deleted by its stored name: the policy it produced is removed.
     assert_eq!(
         applied_ids(&policies.deleted(&renamed)),
         ["removed shop/allow-web-2"]
     );
+    assert_eq!(objects.len(), 0);
     // Deleting what the agent never saw removes nothing.
     assert!(policies.deleted(&object).is_empty());
     assert!(reports.taken().is_empty());
@@ -156,6 +174,7 @@ fn an_invalid_policy_is_reported_on_its_object_and_failed_closed() {
         ApiGroup::V3,
         CalicoKind::GlobalNetworkPolicy,
         reports.clone(),
+        PolicyObjects::default(),
     );
     let bad = v3(
         "GlobalNetworkPolicy",
@@ -206,6 +225,7 @@ fn a_policy_that_stops_being_enforced_is_removed() {
         ApiGroup::V3,
         CalicoKind::GlobalNetworkPolicy,
         Recorded::default(),
+        PolicyObjects::default(),
     );
     let enforced = v3(
         "GlobalNetworkPolicy",
@@ -230,7 +250,12 @@ fn a_policy_that_stops_being_enforced_is_removed() {
 
 #[test]
 fn network_sets_take_their_labels_from_the_annotation_and_tiers_come_and_go() {
-    let mut sets = CalicoObjects::new(ApiGroup::CrdV1, CalicoKind::NetworkSet, Recorded::default());
+    let mut sets = CalicoObjects::new(
+        ApiGroup::CrdV1,
+        CalicoKind::NetworkSet,
+        Recorded::default(),
+        PolicyObjects::default(),
+    );
     let set = stored(
         "NetworkSet",
         Some("shop"),
@@ -258,7 +283,12 @@ fn network_sets_take_their_labels_from_the_annotation_and_tiers_come_and_go() {
         if key.namespace.as_deref() == Some("shop") && key.name == "partners")
     );
 
-    let mut tiers = CalicoObjects::new(ApiGroup::V3, CalicoKind::Tier, Recorded::default());
+    let mut tiers = CalicoObjects::new(
+        ApiGroup::V3,
+        CalicoKind::Tier,
+        Recorded::default(),
+        PolicyObjects::default(),
+    );
     let tier = v3("Tier", None, "security", json!({"order": 100}));
     assert!(
         matches!(tiers.applied(&tier).as_slice(), [SourceEvent::TierApplied(t)] if t.name == "security")
