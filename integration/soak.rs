@@ -19,8 +19,10 @@
 //!   after the last one that did not show the new state everywhere. Verdicts that match
 //!   neither state are wrong, and there must be none; every convergence must come within
 //!   [`CONVERGENCE_LIMIT`].
-//! - The agents: RSS and open file descriptors every 10 s; their medians over the second
-//!   minute and over the last minute may differ by 5 % at most. After the churn stops, each
+//! - The agents: RSS and open file descriptors every 10 s. The median RSS of the last minute
+//!   may exceed that of the second minute by 5 % at most, and the floor of open FDs (the
+//!   fewest of any sample) of the last 5 minutes that of minutes 1 to 6 by as much: a sample
+//!   can land on a restore's pipes or on a connection open for a moment. After the churn stops, each
 //!   agent is restarted: the fresh agent must find the kernel exactly as it would write it
 //!   (no restore at all), which shows that the incremental updates of the whole run added
 //!   up to the full state.
@@ -36,6 +38,7 @@ mod harness;
 #[allow(dead_code)]
 mod e2e;
 
+use std::collections::BTreeMap;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -47,6 +50,7 @@ use serde_json::{json, Value};
 use e2e::agent::{self, Agent, Resources, Source as AgentSource};
 use e2e::apiserver::ApiServer;
 use e2e::kube;
+use e2e::pod_env;
 use e2e::proc;
 use e2e::steady::{self, baseline_pods, steady_policies, STEADY};
 use e2e::verdicts::{self, Expectation, Round, Sampling};
@@ -59,8 +63,15 @@ const CHURN_RATE: f64 = 20.0;
 const CANARY_INTERVAL: Duration = Duration::from_secs(10);
 /// A canary change must be seen everywhere within this long after its command returned.
 const CONVERGENCE_LIMIT: Duration = Duration::from_secs(5);
-/// RSS and FDs: the last minute's median may exceed the second minute's by this much.
+/// RSS and FDs: the last minute's median RSS may exceed the second minute's, and the floor of
+/// open FDs over the last [`FD_WINDOW`] the floor over the early one, by this much.
 const GROWTH_LIMIT: f64 = 0.05;
+/// FDs are compared by their floor over windows this long (from [`FD_WINDOW_START`], and at
+/// the end): an FD open for a moment, such as a connection the API client opens for one
+/// request and keeps until it has been idle for a while, is in neither floor; a leaked one is
+/// in the later one.
+const FD_WINDOW: Duration = Duration::from_secs(300);
+const FD_WINDOW_START: Duration = Duration::from_secs(60);
 const RESOURCE_INTERVAL: Duration = Duration::from_secs(10);
 
 fn soak_length() -> Duration {
@@ -305,9 +316,20 @@ struct ResourceLog {
     samples: Vec<(Duration, Vec<Resources>)>,
 }
 
+/// What one agent held over a stretch of the run.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    rss_median_kib: u64,
+    /// The fewest open FDs of any sample: what the agent kept all along. A sample that lands
+    /// on a restore in progress (its pipes) or on a connection the API client opened for a
+    /// moment holds a few more, which is not growth; a leak raises the floor.
+    fds_floor: usize,
+    fds_median: usize,
+}
+
 impl ResourceLog {
-    /// Medians of `(rss_kib, fds)` of agent `index` over samples within `from..to`.
-    fn medians(&self, index: usize, from: Duration, to: Duration) -> Option<(u64, usize)> {
+    /// What agent `index` held over the samples within `from..to`.
+    fn held(&self, index: usize, from: Duration, to: Duration) -> Option<Held> {
         let picked: Vec<&Resources> = self
             .samples
             .iter()
@@ -321,31 +343,52 @@ impl ResourceLog {
         let mut fds: Vec<usize> = picked.iter().map(|r| r.fds).collect();
         rss.sort_unstable();
         fds.sort_unstable();
-        Some((rss[rss.len() / 2], fds[fds.len() / 2]))
+        Some(Held {
+            rss_median_kib: rss[rss.len() / 2],
+            fds_floor: fds[0],
+            fds_median: fds[fds.len() / 2],
+        })
     }
 
-    /// Median RSS (KiB) of agent `index` in each `window` of the first `length` of the run:
-    /// whether memory levels off or keeps growing.
-    fn rss_timeline(&self, index: usize, window: Duration, length: Duration) -> Vec<String> {
+    /// What agent `index` held in each `window` of the first `length` of the run, as `pick`
+    /// tells it: whether memory or FDs level off or keep growing.
+    fn timeline(
+        &self,
+        index: usize,
+        window: Duration,
+        length: Duration,
+        pick: impl Fn(&Held) -> String,
+    ) -> String {
         let mut from = Duration::ZERO;
-        let mut medians = Vec::new();
+        let mut values = Vec::new();
         while from < length {
             let to = (from + window).min(length);
             // The run ends a little after a whole window: that sliver has no sample.
-            if let Some((rss, _)) = self.medians(index, from, to) {
-                medians.push(rss.to_string());
+            if let Some(held) = self.held(index, from, to) {
+                values.push(pick(&held));
             }
             from = to;
         }
-        medians
+        values.join(", ")
     }
 }
 
-fn describe_medians(medians: Option<(u64, usize)>) -> String {
-    match medians {
-        Some((rss, fds)) => format!("{rss} KiB, {fds} FDs"),
+fn describe_held(held: Option<Held>) -> String {
+    match held {
+        Some(held) => format!(
+            "RSS median {} KiB, FDs floor {} (median {})",
+            held.rss_median_kib, held.fds_floor, held.fds_median
+        ),
         None => "no samples".to_string(),
     }
+}
+
+fn describe_open_files(kinds: &BTreeMap<String, usize>) -> String {
+    let parts: Vec<String> = kinds
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    parts.join(", ")
 }
 
 fn start_churn(api: &ApiServer, seconds: u64) -> Result<Child> {
@@ -385,25 +428,32 @@ fn soak_two_agents_under_churn() -> Result<()> {
     let api = ApiServer::start(&cluster, &run.path.join("api"))?;
     steady::create_objects(&api, &cluster)?;
     api.install_calico_crds(&cluster.binaries.palisade, "v3", "projectcalico.org")?;
+    let deployed_env = pod_env::shipped()?;
     let mut agents: Vec<Agent> = cluster
         .nodes
         .iter()
         .map(|node| {
-            Agent::new(
+            let mut agent = Agent::new(
                 &cluster.binaries.palisade,
                 &node.name,
                 &node.netns,
                 AgentSource::Kubeconfig(api.kubeconfig.clone()),
                 &run.path,
                 "60s",
-            )
+            );
+            agent.env = pod_env::resolve(&deployed_env, &node.name)?;
+            Ok(agent)
         })
-        .collect();
+        .collect::<Result<_>>()?;
     agent::start_all(&mut agents)?;
     api.apply(&steady_policies())?;
     let initial = Canary::default();
     verdicts::settle(&cluster, &initial.expectation()?)?;
     let at_start: Vec<Resources> = agents.iter().map(Agent::resources).collect::<Result<_>>()?;
+    let files_at_start: Vec<_> = agents
+        .iter()
+        .map(Agent::open_files)
+        .collect::<Result<_>>()?;
     let syncs_before: Vec<f64> = agents
         .iter()
         .map(|a| metric_sum(a, "palisade_syncs_total"))
@@ -504,6 +554,10 @@ fn soak_two_agents_under_churn() -> Result<()> {
     probing?;
     let churn_report = churn_report?;
     let churned = churn_started.elapsed();
+    let files_at_end: Vec<_> = agents
+        .iter()
+        .map(Agent::open_files)
+        .collect::<Result<_>>()?;
     println!(
         "soak: probing ended: {} probes, {} wrong; {} canary changes converged",
         judge.probes,
@@ -551,7 +605,18 @@ fn soak_two_agents_under_churn() -> Result<()> {
     let (median, worst) = median_and_max(&convergence).unwrap_or_default();
     let second_minute = (Duration::from_secs(60), Duration::from_secs(120));
     let last_minute = (churned.saturating_sub(Duration::from_secs(60)), churned);
+    let early_fds = (FD_WINDOW_START, FD_WINDOW_START + FD_WINDOW);
+    let late_fds = (churned.saturating_sub(FD_WINDOW), churned);
     let mut report = vec![
+        format!(
+            "agents' environment (manifests/palisade.yaml): {}",
+            agents[0]
+                .env
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         format!(
             "churn: {} changes in {:.0} s ({}/s), {} requests, errors {}, slowest request {} ms",
             churn_report["changes"],
@@ -579,31 +644,39 @@ fn soak_two_agents_under_churn() -> Result<()> {
     ];
     let mut growth_failures = Vec::new();
     for (index, agent) in agents.iter().enumerate() {
-        let early = resources.medians(index, second_minute.0, second_minute.1);
-        let late = resources.medians(index, last_minute.0, last_minute.1);
+        let early = resources.held(index, second_minute.0, second_minute.1);
+        let late = resources.held(index, last_minute.0, last_minute.1);
+        let fds_early = resources.held(index, early_fds.0, early_fds.1);
+        let fds_late = resources.held(index, late_fds.0, late_fds.1);
+        let window = Duration::from_secs(300);
         let (applied_syncs, applied) = applies[index];
         report.push(format!(
-            "{}: RSS {} KiB and {} FDs after the first sync; medians {} in minute 2 and {} in the last minute; RSS median by 5 minutes (KiB): {}; {} syncs, {} of them applied; {} drift repairs, {} sync errors; a fresh agent afterwards made {} restore calls",
+            "{}: RSS {} KiB and {} FDs after the first sync ({}); minute 2: {}; last minute: {} ({}); RSS median by 5 minutes (KiB): {}; FD floor by 5 minutes: {}; {} syncs, {} of them applied; {} drift repairs, {} sync errors; a fresh agent afterwards made {} restore calls",
             agent.node,
             at_start[index].rss_kib,
             at_start[index].fds,
-            describe_medians(early),
-            describe_medians(late),
-            resources
-                .rss_timeline(index, Duration::from_secs(300), churned)
-                .join(", "),
+            describe_open_files(&files_at_start[index]),
+            describe_held(early),
+            describe_held(late),
+            describe_open_files(&files_at_end[index]),
+            resources.timeline(index, window, churned, |h| h.rss_median_kib.to_string()),
+            resources.timeline(index, window, churned, |h| h.fds_floor.to_string()),
             applied_syncs,
             applied,
             drift[index],
             errors[index],
             fresh_restores[index]
         ));
-        if let (Some((rss0, fd0)), Some((rss1, fd1))) = (early, late) {
+        if let (Some(early), Some(late)) = (early, late) {
+            let (rss0, rss1) = (early.rss_median_kib, late.rss_median_kib);
             if rss1 as f64 > rss0 as f64 * (1.0 + GROWTH_LIMIT) {
                 growth_failures.push(format!("{}: RSS {rss0} -> {rss1} KiB", agent.node));
             }
+        }
+        if let (Some(early), Some(late)) = (fds_early, fds_late) {
+            let (fd0, fd1) = (early.fds_floor, late.fds_floor);
             if fd1 as f64 > fd0 as f64 * (1.0 + GROWTH_LIMIT) {
-                growth_failures.push(format!("{}: FDs {fd0} -> {fd1}", agent.node));
+                growth_failures.push(format!("{}: FD floor {fd0} -> {fd1}", agent.node));
             }
         }
     }

@@ -41,6 +41,7 @@ use serde_json::Value;
 use e2e::agent::{self, Agent, Source as AgentSource};
 use e2e::apiserver::ApiServer;
 use e2e::kube::{self, ManifestDir};
+use e2e::pod_env;
 use e2e::steady::{self, baseline_pods, steady_policies, STEADY};
 use e2e::verdicts::{self, Expectation, Round, Sampling, Tally};
 use e2e::{binaries, ms, RunDir};
@@ -346,11 +347,7 @@ struct PodTemplate {
 impl PodTemplate {
     fn read(api: &ApiServer) -> Result<PodTemplate> {
         let daemonset = api.get_json(&["get", "-n", "kube-system", "daemonset", "palisade"])?;
-        let container = daemonset
-            .pointer("/spec/template/spec/containers")
-            .and_then(Value::as_array)
-            .and_then(|containers| containers.iter().find(|c| c["name"] == "palisade"))
-            .ok_or_else(|| anyhow!("the DaemonSet has no container named palisade"))?;
+        let container = pod_env::agent_container(&daemonset)?;
         let image = container["image"]
             .as_str()
             .ok_or_else(|| anyhow!("the palisade container has no image"))?
@@ -404,21 +401,7 @@ impl PodTemplate {
             &run.path,
             "60s",
         );
-        for variable in &self.env {
-            let name = variable["name"]
-                .as_str()
-                .ok_or_else(|| anyhow!("an env entry has no name: {variable}"))?;
-            let value = if let Some(value) = variable["value"].as_str() {
-                value.to_string()
-            } else if variable.pointer("/valueFrom/fieldRef/fieldPath")
-                == Some(&Value::from("spec.nodeName"))
-            {
-                node.name.clone()
-            } else {
-                bail!("env {name}: the stand-in kubelet resolves only values and spec.nodeName");
-            };
-            agent.env.push((name.to_string(), value));
-        }
+        agent.env = pod_env::resolve(&self.env, &node.name)?;
         agent.pod_args = Some(self.args.clone());
         Ok(agent)
     }

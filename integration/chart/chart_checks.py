@@ -80,7 +80,7 @@ PROFILES = {
         args=["agent", "--metrics-addr=0.0.0.0:9617", "--refresh-interval=60s",
               "--counters-interval=10s", "--max-ipset-size=1048576", "--enforcement=enforce", "--nflog-group=417",
               "--denied-log-window=10s", "--denied-log-rate=50", "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text"],
-        rust_log="info", grace=30, port=9617, calico=True),
+        rust_log="info", grace=30, port=9617, calico=True, arenas="2"),
     # serviceMonitor, prometheusRule, dashboards and cleanupOnUninstall on
     "all": dict(
         optional=True, cleanup=True, refresh="60s", refresh_seconds=180,
@@ -88,7 +88,7 @@ PROFILES = {
               "--counters-interval=10s", "--max-ipset-size=1048576", "--enforcement=enforce", "--nflog-group=417",
               "--denied-log-window=10s", "--denied-log-rate=50", "--debounce=50ms", "--backend=auto", "--calico-api=auto", "--log-format=text",
               "--cleanup-on-exit"],
-        rust_log="info", grace=60, port=9617, calico=True),
+        rust_log="info", grace=60, port=9617, calico=True, arenas="2"),
     # every optional feature plus non-default agent settings
     "custom": dict(
         optional=True, cleanup=False, refresh="90s", refresh_seconds=270,
@@ -96,7 +96,7 @@ PROFILES = {
               "--counters-interval=30s", "--max-ipset-size=65536", "--enforcement=audit", "--nflog-group=5",
               "--denied-log-window=30s", "--denied-log-rate=10", "--log-denied", "--debounce=250ms", "--backend=nft", "--calico-api=off", "--log-format=json",
               "--accept-mark=0x400000"],
-        rust_log="palisade=debug", grace=45, port=9700, calico=False),
+        rust_log="palisade=debug", grace=45, port=9700, calico=False, arenas=None),
 }
 
 results = {"pass": 0, "fail": 0}
@@ -299,6 +299,8 @@ def check_daemonset(tag, objs, prof):
           str(env.get("NODE_NAME")))
     check(f"{t} RUST_LOG={prof['rust_log']}", env.get("RUST_LOG", {}).get("value") == prof["rust_log"],
           str(env.get("RUST_LOG")))
+    arenas = env.get("MALLOC_ARENA_MAX", {}).get("value")
+    check(f"{t} MALLOC_ARENA_MAX {prof['arenas'] or 'unset'}", arenas == prof["arenas"], str(arenas))
     ports = c.get("ports", [])
     check(f"{t} one port named metrics = {prof['port']}/TCP",
           ports == [{"name": "metrics", "containerPort": prof["port"], "protocol": "TCP"}], str(ports))

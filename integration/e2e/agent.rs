@@ -1,5 +1,6 @@
 //! `palisade agent` processes, one per node namespace, and their HTTP endpoints.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
@@ -9,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::metrics::{self, Exposition};
 use super::proc;
+use super::sockets;
 use crate::harness::netns;
 
 /// Inside each node namespace (its own loopback, so no clash with anything else).
@@ -203,6 +205,32 @@ impl Agent {
             .with_context(|| format!("no VmRSS in /proc/{}/status", child.id()))?;
         let fds = std::fs::read_dir(format!("/proc/{}/fd", child.id()))?.count();
         Ok(Resources { rss_kib, fds })
+    }
+
+    /// The agent's open files by kind: a socket as [`sockets::by_inode`] describes it,
+    /// `pipe`, `anon_inode:[eventfd]`, or the path.
+    #[allow(dead_code)] // the soak's report
+    pub fn open_files(&self) -> Result<BTreeMap<String, usize>> {
+        let child = self.child.as_ref().context("the agent is not running")?;
+        let sockets = sockets::by_inode(child.id());
+        let mut kinds = BTreeMap::new();
+        for entry in std::fs::read_dir(format!("/proc/{}/fd", child.id()))? {
+            // A file closed between the listing and the readlink is no longer held.
+            let Ok(target) = std::fs::read_link(entry?.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy().into_owned();
+            let kind = match target.split_once(":[") {
+                Some(("socket", inode)) => sockets
+                    .get(inode.trim_end_matches(']'))
+                    .cloned()
+                    .unwrap_or_else(|| "socket".to_string()),
+                Some((kind, _)) if kind != "anon_inode" => kind.to_string(),
+                _ => target,
+            };
+            *kinds.entry(kind).or_insert(0) += 1;
+        }
+        Ok(kinds)
     }
 
     /// `GET path` on the agent's metrics address: status code and body.

@@ -11,7 +11,11 @@ pub mod metrics;
 // Only the single-agent fault tests use it; agent_e2e, which checks the rest is used, does not.
 #[allow(dead_code)]
 pub mod one_server;
+// Only the soak and the upgrade test run agents as the DaemonSet would.
+#[allow(dead_code)]
+pub mod pod_env;
 pub mod proc;
+pub mod sockets;
 pub mod steady;
 pub mod verdicts;
 
