@@ -758,22 +758,27 @@ fn phase_explain_and_audit(world: &mut World) -> Result<()> {
     Ok(())
 }
 
-/// Events about `policy` with reason PolicyInvalid, from events.k8s.io/v1 and core/v1.
-fn policy_invalid_events(world: &World, policy: &str) -> Result<(Vec<Value>, Vec<Value>)> {
-    let new_api = world
+/// events.k8s.io/v1 Events in `web` with `reason` about the NetworkPolicy `policy`.
+fn web_policy_events(world: &World, reason: &str, policy: &str) -> Result<Vec<Value>> {
+    let events = world
         .api
         .get_json(&["get", "events.v1.events.k8s.io", "-n", "web"])?;
-    let matching_new: Vec<Value> = new_api["items"]
+    Ok(events["items"]
         .as_array()
         .cloned()
         .unwrap_or_default()
         .into_iter()
         .filter(|e| {
-            e["reason"] == "PolicyInvalid"
+            e["reason"] == reason
                 && e["regarding"]["kind"] == "NetworkPolicy"
                 && e["regarding"]["name"] == policy
         })
-        .collect();
+        .collect())
+}
+
+/// Events about `policy` with reason PolicyInvalid, from events.k8s.io/v1 and core/v1.
+fn policy_invalid_events(world: &World, policy: &str) -> Result<(Vec<Value>, Vec<Value>)> {
+    let matching_new = web_policy_events(world, "PolicyInvalid", policy)?;
     let core = world.api.get_json(&[
         "get",
         "events",
@@ -948,24 +953,6 @@ fn restart_with_set_capacity(world: &mut World, capacity: Option<&str>) -> Resul
     Ok(())
 }
 
-/// Events about `policy` in `web` with reason IPSetOverCapacity (events.k8s.io/v1).
-fn over_capacity_events(world: &World, policy: &str) -> Result<Vec<Value>> {
-    let events = world
-        .api
-        .get_json(&["get", "events.v1.events.k8s.io", "-n", "web"])?;
-    Ok(events["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| {
-            e["reason"] == "IPSetOverCapacity"
-                && e["regarding"]["kind"] == "NetworkPolicy"
-                && e["regarding"]["name"] == policy
-        })
-        .collect())
-}
-
 /// Waits until both agents count `sets` sets over capacity.
 fn await_over_capacity(world: &World, sets: f64) -> Result<()> {
     for node in [1, 2] {
@@ -999,7 +986,7 @@ fn go_over_capacity(
     await_over_capacity(world, 1.0)?;
     // Both agents count the set, so both have reported it; a second Event would be there now.
     std::thread::sleep(Duration::from_secs(1));
-    let found = over_capacity_events(world, "crowd")?;
+    let found = web_policy_events(world, "IPSetOverCapacity", "crowd")?;
     if found.len() != events {
         bail!(
             "`{label}`: {} IPSetOverCapacity Events for web/crowd from two agents, expected {events} (one per version): {found:?}",

@@ -22,10 +22,10 @@
 //! - The agents: RSS and open file descriptors every 10 s. The median RSS of the last minute
 //!   may exceed that of the second minute by 5 % at most, and the floor of open FDs (the
 //!   fewest of any sample) of the last 5 minutes that of minutes 1 to 6 by as much: a sample
-//!   can land on a restore's pipes or on a connection open for a moment. After the churn stops, each
-//!   agent is restarted: the fresh agent must find the kernel exactly as it would write it
-//!   (no restore at all), which shows that the incremental updates of the whole run added
-//!   up to the full state.
+//!   can land on a restore's pipes or on a connection open for a moment. After the churn
+//!   stops, each agent is restarted: the fresh agent must find the kernel exactly as it would
+//!   write it (no restore at all), which shows that the incremental updates of the whole
+//!   run added up to the full state.
 //!
 //! `PALISADE_SOAK_SECONDS` sets the length (default 1800). The test is ignored in
 //! `make test`; `make soak` runs it. Needs root (network namespaces).

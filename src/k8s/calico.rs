@@ -166,13 +166,6 @@ impl<R: Report> CalicoObjects<R> {
         }
     }
 
-    fn is_policy_kind(&self) -> bool {
-        !matches!(
-            self.kind,
-            CalicoKind::NetworkSet | CalicoKind::GlobalNetworkSet | CalicoKind::Tier
-        )
-    }
-
     fn policy_kind(&self) -> PolicyKind {
         match self.kind {
             CalicoKind::GlobalNetworkPolicy => PolicyKind::CalicoGlobal,
@@ -213,9 +206,6 @@ impl<R: Report> Translate<DynamicObject> for CalicoObjects<R> {
                 Outcome::Nothing => {}
             }
         }
-        if self.is_policy_kind() {
-            self.objects.listed(self.policy_kind(), objects);
-        }
         match self.kind {
             CalicoKind::NetworkSet | CalicoKind::GlobalNetworkSet => {
                 SourceEvent::NetworkSetsListed {
@@ -224,11 +214,14 @@ impl<R: Report> Translate<DynamicObject> for CalicoObjects<R> {
                 }
             }
             CalicoKind::Tier => SourceEvent::TiersListed(tiers),
-            _ => SourceEvent::PoliciesListed {
-                kind: self.policy_kind(),
-                valid: policies,
-                invalid,
-            },
+            _ => {
+                self.objects.listed(self.policy_kind(), objects);
+                SourceEvent::PoliciesListed {
+                    kind: self.policy_kind(),
+                    valid: policies,
+                    invalid,
+                }
+            }
         }
     }
 

@@ -223,10 +223,10 @@ impl Watchers {
 /// Runs the watchers until the agent stops listening. `served` is what [`discover`] found
 /// (the agent waits for exactly those kinds before its first sync). `overflows` are the sets
 /// over capacity the agent tells after each sync: the policies reading them get Events.
-/// Beside them the API server's health is checked; when it answers again after leaving requests unanswered, the
-/// watches start afresh (each lists again) with a new client: one may
-/// still wait on a connection the server will never answer, and the old client's pool may
-/// hold more of them.
+/// Beside them the API server's health is checked; when it answers again after leaving
+/// requests unanswered, the watches start afresh (each lists again) with a new client: one
+/// may still wait on a connection the server will never answer, and the old client's pool
+/// may hold more of them.
 pub async fn run(
     connection: Connection,
     choice: CalicoApi,
